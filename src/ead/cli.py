@@ -1,0 +1,275 @@
+"""The `ead` command: train | sample | evaluate | info.
+
+Every error a user can cause ends in one line `ead: error: …` and exit status 2; no traceback,
+no half-written output file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import EADError, __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + line
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+# ------------------------------------------------------------------------------------ train
+def _add_train(sub):
+    from .config import PRESETS
+
+    p = sub.add_parser("train", help="train EAD (or EDM with --window 0) on QM9 or your molecules",
+                       description="Train EAD with Algorithm 1 (per-atom times within ±C). Resumes "
+                       "automatically from the last checkpoint in --run-dir.")
+    p.add_argument("--data", default="qm9", help="'qm9' (default) or an SDF/XYZ file or folder")
+    p.add_argument("--run-dir", default="runs/ead", help="checkpoints, logs and the exported model")
+    p.add_argument("--remove-h", action="store_true", help="train without hydrogens")
+    p.add_argument("--preset", default="small", choices=list(PRESETS), help="network size (default small)")
+    p.add_argument("--layers", type=_positive_int, help="override the preset's depth")
+    p.add_argument("--hidden", type=_positive_int, help="override the preset's width")
+    p.add_argument("--window", type=_nonneg_int, default=9, help="EAD's window C (0 = EDM); default 9")
+    p.add_argument("--noise-schedule", default="polynomial_2", choices=["polynomial_2", "cosine"])
+    p.add_argument("--timesteps", type=_positive_int, default=1000, help="T (default 1000)")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--lr", type=_positive_float, default=1e-4)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--no-clip-grad", action="store_true", help="turn off EDM's adaptive clipping")
+    p.add_argument("--max-steps", type=_nonneg_int, default=100_000)
+    p.add_argument("--max-hours", type=_positive_float, help="stop (with a checkpoint) after this time")
+    p.add_argument("--ckpt-every", type=_positive_int, default=500)
+    p.add_argument("--log-every", type=_positive_int, default=50)
+    p.add_argument("--val-every", type=_nonneg_int, default=2000, help="0 = no validation loss")
+    p.add_argument("--sample-every", type=_nonneg_int, default=0,
+                   help="sample and measure stability every N steps (0 = never)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bucket", action="store_true", help="batch molecules of similar size together")
+    p.add_argument("--accelerator", default="auto", help="auto | cpu | cuda (Lightning Fabric)")
+    p.add_argument("--devices", type=_positive_int, default=1, help="GPUs (or processes) per node")
+    p.add_argument("--num-nodes", type=_positive_int, default=1)
+    p.add_argument("--precision", default="32-true", help="Fabric precision, e.g. bf16-mixed")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(run_dir=args.run_dir, data=args.data, remove_h=args.remove_h, preset=args.preset,
+                      layers=args.layers, hidden=args.hidden, window=args.window,
+                      noise_schedule=args.noise_schedule, timesteps=args.timesteps,
+                      batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
+                      clip_grad=not args.no_clip_grad, max_steps=args.max_steps,
+                      max_hours=args.max_hours, ckpt_every=args.ckpt_every, log_every=args.log_every,
+                      val_every=args.val_every, sample_every=args.sample_every, seed=args.seed,
+                      bucket=args.bucket, accelerator=args.accelerator, devices=args.devices,
+                      num_nodes=args.num_nodes, precision=args.precision, threads=args.threads,
+                      quiet=args.quiet)
+    if args.data != "qm9" and not Path(args.data).exists():
+        raise EADError(f"no such file or folder: {args.data}")
+    s = train(cfg)
+    print(f"trained steps {s['start_step']} → {s['step']}"
+          + (f", loss {s['first_loss']:.4f} → {s['last_loss']:.4f}" if "last_loss" in s else "")
+          + f"; model in {s['model_dir']}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ sample
+def _add_sample(sub):
+    from .diffusion.schedules import SAMPLERS
+
+    p = sub.add_parser("sample", help="generate molecules as SDF or XYZ",
+                       description="Sample molecules from a trained model with any sampler. "
+                       "Defaults come from the model's config.")
+    p.add_argument("--model", default="qm9", help="model folder, or a shipped model name (default qm9)")
+    p.add_argument("-n", "--num", type=_positive_int, default=100, help="number of molecules")
+    p.add_argument("-o", "--output", default="samples.sdf", help=".sdf or .xyz (default samples.sdf)")
+    p.add_argument("--sampler", choices=list(SAMPLERS), help="synchronous | manual | adaptive")
+    p.add_argument("--steps", type=_positive_int, help="network steps (≤ T; fewer = strided)")
+    p.add_argument("--spacing", choices=["uniform", "snr"], help="how strided steps are spread")
+    p.add_argument("--window", type=_nonneg_int, help="asynchrony window C (default: the model's)")
+    p.add_argument("--async-ratio", type=_fraction, help="adaptive: fraction λ of atoms advanced")
+    p.add_argument("--history", type=_positive_int, help="adaptive: velocity window w")
+    p.add_argument("--t-async", type=_nonneg_int, help="synchronous warm-up down to this time")
+    p.add_argument("--num-atoms", type=_positive_int, help="fixed molecule size (default: p(M))")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="molecules per batch")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run_sample)
+
+
+def _run_sample(args) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from .data.files import MoleculeWriter
+    from .pipeline import EAD, split_result
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".sdf", ".xyz"):
+        raise EADError(f"output must end in .sdf or .xyz, got {out.name}")
+    if not out.parent.exists():
+        raise EADError(f"output folder {out.parent} does not exist")
+    model = EAD.from_pretrained(args.model, device=args.device)
+    options = dict(steps=args.steps, spacing=args.spacing, window=args.window,
+                   async_ratio=args.async_ratio, history=args.history, t_async=args.t_async)
+    schedule = model.make_schedule(args.sampler, **options)  # bad values fail here, before any work
+    if args.t_async is not None and args.t_async > model.config.timesteps:
+        raise EADError(f"--t-async must be ≤ T = {model.config.timesteps}")
+    import numpy as np
+
+    types = np.asarray(model.config.atom_types)
+    t0 = time.time()
+    calls, done = 0, 0
+    bar = tqdm(total=args.num, disable=args.quiet, desc=f"sample ({schedule.name})", unit="mol")
+    settings = {**schedule.settings(), "seed": args.seed, "model": str(args.model)}
+    with MoleculeWriter(out, metadata={f"ead_{k}": v for k, v in settings.items()}) as writer:
+        for res, _ in model.sample_batches(args.num, sampler=args.sampler, seed=args.seed,
+                                            batch_size=args.batch_size, num_atoms=args.num_atoms,
+                                            **options):
+            mols = split_result(res, types)
+            writer.write(mols, names=[f"ead_{done + i}" for i in range(len(mols))])
+            done += len(mols)
+            calls += res.network_calls
+            bar.update(len(mols))
+    bar.close()
+    dt = time.time() - t0
+    if not args.quiet:
+        print(f"wrote {done} molecules to {out} ({schedule.name}, {settings['steps']} steps, "
+              f"{calls} network calls, {dt:.1f} s, {done / dt:.2f} mol/s)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ evaluate
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="score molecules (SDF/XYZ from any generator) by the EDM protocol",
+                       description="Atom/molecule stability, validity, uniqueness, novelty and "
+                       "connectivity with bonds inferred from distances, plus optional checks.")
+    try:
+        from .metrics.evaluate import add_arguments
+    except ImportError:  # metrics module not installed in this build
+        add_arguments = None
+    if add_arguments is not None:
+        add_arguments(p)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from .metrics.evaluate import run
+
+    return int(run(args) or 0)
+
+
+# ------------------------------------------------------------------------------------ info
+def _add_info(sub):
+    p = sub.add_parser("info", help="versions, shipped models and the data cache")
+    p.add_argument("--model", default=None, help="also describe this model folder")
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args) -> int:
+    import platform
+
+    import torch
+
+    from .data.qm9 import cache_dir
+    from .pipeline import PRETRAINED_DIR, available_models
+
+    print(f"ead {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
+          f"cuda {'yes' if torch.cuda.is_available() else 'no'}")
+    print(f"data cache: {cache_dir()}")
+    models = available_models()
+    print(f"shipped models: {', '.join(models) or 'none'} ({PRETRAINED_DIR})")
+    for name in ([args.model] if args.model else models):
+        cfg_path = (Path(name) if Path(name).exists() else PRETRAINED_DIR / name) / "config.json"
+        try:
+            meta = json.loads(cfg_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise EADError(f"no readable model config at {cfg_path}") from None
+        m = meta.get("model", {})
+        print(f"  {name}: preset {m.get('preset')} ({m.get('layers')}×{m.get('hidden')}), window C="
+              f"{m.get('window')}, T={m.get('timesteps')}, sampler defaults {meta.get('sampler_defaults')}")
+        if meta.get("card"):
+            print(f"    card: {json.dumps(meta['card'])}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ead", description="Equivariant Asynchronous Diffusion for 3D molecules "
+                     "(An et al., arXiv 2603.10093): train, sample, evaluate.")
+    parser.add_argument("--version", action="version", version=f"ead {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_train(sub)
+    _add_sample(sub)
+    _add_evaluate(sub)
+    _add_info(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except EADError as e:
+        print(f"ead: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ead: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Configuration as plain dataclasses, saved as JSON beside the weights (design.md).
+
+Every choice the paper leaves open is a field here, so it can be changed and measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import EADError
+from .data.elements import QM9_TYPES
+
+# name -> (layers, hidden). `paper` is the paper's (and EDM's) QM9 network, 5.3 M parameters.
+PRESETS = {
+    "paper": (9, 256),
+    "medium": (6, 192),
+    "small": (6, 128),
+    "tiny": (3, 64),
+    "micro": (2, 32),
+}
+
+
+@dataclass
+class ModelConfig:
+    # data
+    dataset: str = "qm9"
+    atom_types: tuple[int, ...] = QM9_TYPES
+    include_charges: bool = True
+    remove_h: bool = False
+    size_histogram: dict[int, int] = field(default_factory=dict)   # p(M) for sampling
+    context: tuple[str, ...] = ()                                   # conditioning properties
+    context_mean: tuple[float, ...] = ()
+    context_mad: tuple[float, ...] = ()
+    # denoiser (method.md §5)
+    preset: str = "small"
+    layers: int = 6
+    hidden: int = 128
+    attention: bool = True
+    tanh: bool = True
+    coords_range: float = 15.0
+    norm_constant: float = 1.0
+    normalization_factor: float = 1.0
+    # noise process (method.md §2)
+    noise_schedule: str = "polynomial_2"
+    timesteps: int = 1000
+    noise_precision: float = 1e-5
+    # EAD training window C (method.md §4): per-atom times within ±C of a shared baseline; 0 = EDM
+    window: int = 9
+
+    def __post_init__(self):
+        self.atom_types = tuple(int(z) for z in self.atom_types)
+        self.context = tuple(self.context)
+        self.context_mean = tuple(float(v) for v in self.context_mean)
+        self.context_mad = tuple(float(v) for v in self.context_mad)
+        self.size_histogram = {int(k): int(v) for k, v in self.size_histogram.items()}
+        if self.window < 0 or 2 * self.window > self.timesteps:
+            raise EADError(f"window C must be in [0, T/2], got {self.window}")
+        if self.layers < 1 or self.hidden < 1:
+            raise EADError("layers and hidden must be positive")
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides) -> "ModelConfig":
+        if preset not in PRESETS:
+            raise EADError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        layers, hidden = PRESETS[preset]
+        return cls(preset=preset, layers=layers, hidden=hidden, **overrides)
+
+    @property
+    def num_features(self) -> int:
+        return len(self.atom_types) + int(self.include_charges)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["size_histogram"] = {str(k): v for k, v in self.size_histogram.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise EADError(f"unknown model config fields {sorted(unknown)}")
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "ModelConfig":
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise EADError(f"missing model config {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EADError(f"corrupt model config {path}: {e}") from None
+        if not isinstance(d, dict) or d.get("format") != "ead-model":
+            raise EADError(f"{path} is not an EAD model config")
+        return cls.from_dict(d["model"])

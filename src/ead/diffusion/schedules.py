@@ -1,0 +1,264 @@
+"""Schedules: who is at which diffusion time. This is where EAD's asynchrony lives.
+
+Training (Algorithm 1) and every sampler (synchronous, manual and adaptive asynchronous =
+Algorithm 2) are schedules over one noise process (`noise.py`) and one denoiser. A sampler
+schedule is asked, each iteration, for the next per-atom times s ≤ t; the sampling loop
+(`sampler.py`) calls the denoiser once for the whole batch and applies the per-atom reverse step.
+Adding a schedule means adding one class here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .. import EADError
+from .noise import NoiseSchedule, strided_times
+
+
+# --------------------------------------------------------------------------------------------
+# Training: Algorithm 1, constrained independent sampling
+# --------------------------------------------------------------------------------------------
+class TrainingWindow:
+    """t* ~ U{0..T} per molecule, δ_i ~ U{−C..C} per atom, t_i = clip(t* + δ_i, 0, T).
+
+    So |t_i − t_j| ≤ 2C inside a molecule; C = 0 gives every atom the molecule's t*: EDM."""
+
+    def __init__(self, timesteps: int, window: int):
+        if window < 0:
+            raise EADError("window C must be ≥ 0")
+        self.timesteps, self.window = timesteps, window
+
+    def sample(self, mol: torch.Tensor, num_molecules: int, generator: torch.Generator | None = None):
+        device = mol.device
+        baseline = torch.randint(0, self.timesteps + 1, (num_molecules,), generator=generator, device=device)
+        t = baseline[mol]
+        if self.window:
+            delta = torch.randint(-self.window, self.window + 1, mol.shape, generator=generator, device=device)
+            t = (t + delta).clamp(0, self.timesteps)
+        return t
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling schedules
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SamplingState:
+    """What a sampler schedule may look at: per-atom times and molecule index, and the iterate."""
+
+    t: torch.Tensor            # [N] current per-atom times
+    mol: torch.Tensor          # [N]
+    num_molecules: int
+    z_x: torch.Tensor          # [N, 3]
+    z_h: torch.Tensor          # [N, F]
+
+
+class SamplerSchedule:
+    """Base class. `propose(state)` → per-atom next times s ≤ t (or None when every t_i = 0);
+    `observe(state_before, z_x, z_h, s)` sees each transition (the adaptive schedule uses it)."""
+
+    name = "base"
+
+    def __init__(self, noise: NoiseSchedule, steps: int | None = None, spacing: str = "uniform"):
+        self.timesteps = noise.timesteps
+        self.steps = steps or noise.timesteps
+        self.grid = strided_times(self.timesteps, self.steps, spacing, noise)
+        self.spacing = spacing
+
+    def reset(self, state: SamplingState) -> None:
+        self._k = 0
+
+    def propose(self, state: SamplingState) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def observe(self, before: SamplingState, z_x: torch.Tensor, z_h: torch.Tensor, s: torch.Tensor) -> None:
+        pass
+
+    def settings(self) -> dict:
+        return {"sampler": self.name, "steps": self.steps, "spacing": self.spacing}
+
+    def _warmup_grid(self, t_async: int) -> list[int]:
+        """Grid points from T down to the first one ≤ t_async (the synchronous warm-up)."""
+        k = next(i for i, v in enumerate(self.grid) if v <= t_async)
+        return self.grid[: k + 1]
+
+
+class SynchronousSchedule(SamplerSchedule):
+    """Every atom shares t: T = τ_0 > τ_1 > … > τ_K = 0. With C = 0 training this is EDM."""
+
+    name = "synchronous"
+
+    def propose(self, state):
+        if self._k >= len(self.grid) - 1:
+            return None
+        self._k += 1
+        return torch.full_like(state.t, self.grid[self._k])
+
+
+class ManualAsyncSchedule(SamplerSchedule):
+    """Fixed per-atom offsets o_i ∈ [−C, C]: t_i = clip(τ + o_i, 0, t_async) on a shared clock τ.
+
+    After a synchronous warm-up down to t_async, atoms are ranked by distance to their molecule's
+    centroid, core first: the core gets −C (leaves the noise first), the periphery +C. The clock
+    runs from t_async + C to −C with the stride of the base grid, so the call count is about
+    `steps` plus the 2C lag."""
+
+    name = "manual"
+
+    def __init__(self, noise, steps=None, spacing="uniform", window: int = 9, t_async: int | None = None):
+        super().__init__(noise, steps, spacing)
+        self.window = int(window)
+        self.t_async = self.timesteps if t_async is None else int(t_async)
+        if not 0 <= self.t_async <= self.timesteps:
+            raise EADError(f"t_async must be in [0, {self.timesteps}]")
+
+    def reset(self, state):
+        self._warm = self._warmup_grid(self.t_async)
+        self._k = 0
+        self._clock = None
+        self._offsets = None
+
+    def _start_async(self, state):
+        t_a = int(state.t.max())
+        remaining = max(1, sum(1 for v in self.grid if v < t_a))
+        span = t_a + 2 * self.window
+        n = max(1, math.ceil(remaining * span / max(t_a, 1)))
+        self._clock = [round(t_a + self.window - j * span / n) for j in range(n + 1)]
+        self._t_a = t_a
+        self._offsets = self._rank_offsets(state)
+        self._j = 0
+
+    def _rank_offsets(self, state):
+        """Offsets −C … +C by rank of distance to the centroid inside each molecule (core first)."""
+        r = state.z_x.norm(dim=-1)  # z_x is zero-CoM per molecule: the norm is the distance
+        rank, count = _rank_within_molecule(r, state.mol, state.num_molecules)
+        frac = rank.to(r.dtype) / (count[state.mol] - 1).clamp_min(1).to(r.dtype)
+        return torch.round(-self.window + 2 * self.window * frac).long()
+
+    def propose(self, state):
+        if self._k < len(self._warm) - 1:
+            self._k += 1
+            return torch.full_like(state.t, self._warm[self._k])
+        if self._clock is None:
+            if self.window == 0 or int(state.t.max()) == 0:
+                # nothing asynchronous to do: finish on the base grid
+                self._clock, self._offsets, self._j, self._t_a = [], None, 0, 0
+            else:
+                self._start_async(state)
+        if self._offsets is None:  # synchronous remainder
+            rest = [v for v in self.grid if v < int(state.t.max())]
+            return torch.full_like(state.t, rest[0]) if rest else None
+        if self._j >= len(self._clock) - 1:
+            return None
+        self._j += 1
+        return (self._clock[self._j] + self._offsets).clamp(0, self._t_a)
+
+    def settings(self):
+        return {**super().settings(), "window": self.window, "t_async": self.t_async}
+
+
+class AdaptiveAsyncSchedule(SamplerSchedule):
+    """Algorithm 2: after a synchronous warm-up to t_async, each iteration advances the
+    ⌈λ·M⌉ still-noisy atoms of each molecule whose recent velocity is smallest (settled atoms
+    move on) and stalls the others, but never lets max t − min t inside a molecule exceed 2C.
+
+    velocity v_i = ‖z_i(before) − z_i(after)‖ per grid stride moved, over the [x, h] vector,
+    averaged over the atom's last `history` (w) moves [ours: a stalled step is not a move, so it
+    records nothing — otherwise a stall would look like a settled atom]. An advancing atom goes to
+    the next base-grid point below its time; a stalled atom more than 2C behind the leader of its
+    molecule is pulled to leader + 2C (a partial step when the stride exceeds 2C)."""
+
+    name = "adaptive"
+
+    def __init__(self, noise, steps=None, spacing="uniform", window: int = 9, async_ratio: float = 0.8,
+                 history: int = 2, t_async: int | None = None):
+        super().__init__(noise, steps, spacing)
+        if not 0.0 < async_ratio <= 1.0:
+            raise EADError(f"async ratio λ must be in (0, 1], got {async_ratio}")
+        if history < 1:
+            raise EADError(f"velocity history w must be ≥ 1, got {history}")
+        self.window = int(window)
+        self.async_ratio = float(async_ratio)
+        self.history = int(history)
+        self.t_async = self.timesteps // 2 if t_async is None else int(t_async)
+        if not 0 <= self.t_async <= self.timesteps:
+            raise EADError(f"t_async must be in [0, {self.timesteps}]")
+
+    def reset(self, state):
+        self._warm = self._warmup_grid(self.t_async)
+        self._k = 0
+        n = state.t.shape[0]
+        self._vel = torch.zeros(n, self.history, device=state.t.device)
+        self._count = torch.zeros(n, dtype=torch.long, device=state.t.device)
+        self._grid_asc = torch.tensor(sorted(self.grid), device=state.t.device)
+        self._stride = self.timesteps / self.steps
+
+    def _next_grid(self, t):
+        """Largest grid value strictly below t (0 stays 0)."""
+        idx = torch.searchsorted(self._grid_asc, t, right=False) - 1
+        return self._grid_asc[idx.clamp_min(0)].where(t > 0, t)
+
+    def propose(self, state):
+        if self._k < len(self._warm) - 1:
+            self._k += 1
+            return torch.full_like(state.t, self._warm[self._k])
+        t = state.t
+        active = t > 0
+        if not bool(active.any()):
+            return None
+        filled = self._count.clamp(max=self.history).clamp_min(1).to(self._vel.dtype)
+        vbar = self._vel.sum(1) / filled
+        vbar = torch.where(active, vbar, torch.full_like(vbar, float("inf")))
+        rank, _ = _rank_within_molecule(vbar, state.mol, state.num_molecules)
+        n_active = torch.zeros(state.num_molecules, dtype=torch.long, device=t.device).index_add_(
+            0, state.mol, active.long())
+        quota = torch.ceil(self.async_ratio * n_active.to(torch.float64)).long()
+        advance = active & (rank < quota[state.mol])
+        s = torch.where(advance, self._next_grid(t), t)
+        lead = torch.full((state.num_molecules,), self.timesteps, dtype=t.dtype, device=t.device)
+        lead = lead.scatter_reduce(0, state.mol, s, reduce="amin")
+        return torch.minimum(s, lead[state.mol] + 2 * self.window)
+
+    def observe(self, before, z_x, z_h, s):
+        moved = s < before.t
+        if not bool(moved.any()):
+            return
+        dz = torch.cat([z_x - before.z_x, z_h - before.z_h], -1).norm(dim=-1)
+        rate = dz / ((before.t - s).clamp_min(1).to(dz.dtype) / self._stride)
+        slot = self._count % self.history
+        idx = torch.nonzero(moved).squeeze(-1)
+        self._vel[idx, slot[idx]] = rate[idx].to(self._vel.dtype)
+        self._count[idx] += 1
+
+    def settings(self):
+        return {**super().settings(), "window": self.window, "async_ratio": self.async_ratio,
+                "history": self.history, "t_async": self.t_async}
+
+
+def _rank_within_molecule(values: torch.Tensor, mol: torch.Tensor, num_molecules: int):
+    """Rank (0 = smallest) of each atom's value among the atoms of its molecule, ties broken by
+    atom index; and the atom count of each molecule."""
+    order = torch.argsort(values, stable=True)
+    order = order[torch.argsort(mol[order], stable=True)]
+    count = torch.bincount(mol, minlength=num_molecules)
+    start = torch.cumsum(count, 0) - count
+    rank = torch.empty_like(mol)
+    rank[order] = torch.arange(len(mol), device=mol.device) - start[mol[order]]
+    return rank, count
+
+
+SAMPLERS = {"synchronous": SynchronousSchedule, "manual": ManualAsyncSchedule,
+            "adaptive": AdaptiveAsyncSchedule}
+
+
+def make_schedule(name: str, noise: NoiseSchedule, **options) -> SamplerSchedule:
+    if name not in SAMPLERS:
+        raise EADError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    cls = SAMPLERS[name]
+    if cls is SynchronousSchedule:
+        options = {k: v for k, v in options.items() if k in ("steps", "spacing")}
+    elif cls is ManualAsyncSchedule:
+        options = {k: v for k, v in options.items() if k in ("steps", "spacing", "window", "t_async")}
+    return cls(noise, **{k: v for k, v in options.items() if v is not None})

@@ -1,0 +1,210 @@
+"""EAD: the user-facing model object. Load, save and sample.
+
+    from ead import EAD
+    model = EAD.from_pretrained("qm9")                 # the shipped model
+    mols = model.sample(100, sampler="adaptive", steps=200, seed=0)   # RDKit molecules, 3D
+
+Weights are safetensors, the configuration JSON: loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from . import EADError, __version__
+from .config import ModelConfig
+from .data.batch import FeatureEncoder
+from .diffusion.noise import NoiseSchedule
+from .diffusion.sampler import SampleResult, run_sampler
+from .diffusion.schedules import SAMPLERS, make_schedule
+from .model.egnn import Denoiser
+
+PRETRAINED_DIR = Path(__file__).with_name("pretrained")
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+DEFAULT_SAMPLER = {"sampler": "adaptive", "steps": 1000, "spacing": "uniform"}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise EADError("--device cuda asked for, but no CUDA device is available")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise EADError(f"unknown device {device!r}; use cpu, cuda or auto") from None
+
+
+def build_denoiser(cfg: ModelConfig) -> Denoiser:
+    return Denoiser(cfg.num_features, len(cfg.context), cfg.hidden, cfg.layers,
+                    attention=cfg.attention, tanh=cfg.tanh, coords_range=cfg.coords_range,
+                    norm_constant=cfg.norm_constant, normalization_factor=cfg.normalization_factor)
+
+
+def write_atomic(path: Path, write) -> None:
+    """Write through `write(tmp_path)` into a temp file beside `path`, then rename into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class EAD:
+    """A trained (or fresh) EAD model: configuration, denoiser and noise process."""
+
+    def __init__(self, config: ModelConfig, denoiser: Denoiser | None = None, device=None,
+                 sampler_defaults: dict | None = None, card: dict | None = None):
+        self.config = config
+        self.device = resolve_device(device)
+        self.denoiser = (denoiser or build_denoiser(config)).to(self.device).eval()
+        self.noise = NoiseSchedule(config.noise_schedule, config.timesteps, config.noise_precision)
+        self.encoder = FeatureEncoder(config.atom_types, config.include_charges)
+        self.sampler_defaults = {**DEFAULT_SAMPLER, **(sampler_defaults or {})}
+        self.card = card or {}
+
+    # ---------------------------------------------------------------- persistence
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike = "qm9", device=None) -> "EAD":
+        """Load a model folder (config.json + model.safetensors), or a shipped model by name."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(name_or_path)
+        if not path.exists() and (PRETRAINED_DIR / str(name_or_path)).is_dir():
+            path = PRETRAINED_DIR / str(name_or_path)
+        if path.is_file() and path.name in (CONFIG_NAME, WEIGHTS_NAME):
+            path = path.parent
+        if not path.is_dir():
+            raise EADError(f"no model at {name_or_path} (expected a folder with {CONFIG_NAME} and "
+                           f"{WEIGHTS_NAME}, or a shipped name: {', '.join(available_models()) or 'none'})")
+        try:
+            meta = json.loads((path / CONFIG_NAME).read_text())
+        except FileNotFoundError:
+            raise EADError(f"missing {CONFIG_NAME} in {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EADError(f"corrupt {path / CONFIG_NAME}: {e}") from None
+        if not isinstance(meta, dict) or meta.get("format") != "ead-model":
+            raise EADError(f"{path / CONFIG_NAME} is not an EAD model config")
+        config = ModelConfig.from_dict(meta["model"])
+        denoiser = build_denoiser(config)
+        try:
+            state = load_file(str(path / WEIGHTS_NAME))
+        except FileNotFoundError:
+            raise EADError(f"missing {WEIGHTS_NAME} in {path}") from None
+        except (SafetensorError, OSError, ValueError) as e:
+            raise EADError(f"corrupt weights {path / WEIGHTS_NAME}: {e}") from None
+        expected = denoiser.state_dict()
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        bad = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+        if missing or extra or bad:
+            what = missing[:1] or extra[:1] or bad[:1]
+            raise EADError(f"weights in {path} do not fit its config ({len(missing)} missing, "
+                           f"{len(extra)} unexpected, {len(bad)} wrong shape; e.g. {what[0]})")
+        denoiser.load_state_dict(state)
+        return cls(config, denoiser, device, meta.get("sampler_defaults"), meta.get("card"))
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.denoiser.state_dict().items()}
+        meta = {"format": "ead-model", "version": 1, "ead_version": __version__,
+                "model": self.config.to_dict(), "sampler_defaults": self.sampler_defaults,
+                "card": self.card}
+        write_atomic(path / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "ead"}))
+        write_atomic(path / CONFIG_NAME, lambda p: p.write_text(json.dumps(meta, indent=2)))
+        return path
+
+    # ---------------------------------------------------------------- sampling
+    def sample_sizes(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        hist = self.config.size_histogram
+        if not hist:
+            raise EADError("the model has no size histogram p(M); give num_atoms explicitly")
+        sizes = torch.tensor(sorted(hist), dtype=torch.long)
+        probs = torch.tensor([hist[int(s)] for s in sizes], dtype=torch.float64)
+        return sizes[torch.multinomial(probs / probs.sum(), n, replacement=True, generator=generator)]
+
+    def make_schedule(self, sampler: str | None = None, **options):
+        opts = {**self.sampler_defaults, **{k: v for k, v in options.items() if v is not None}}
+        name = sampler or opts.pop("sampler")
+        opts.pop("sampler", None)
+        opts.setdefault("window", self.config.window)
+        return make_schedule(name, self.noise, **opts)
+
+    def _denoise(self, z_x, z_h, time, mol, num_molecules, edges, context):
+        return self.denoiser(z_x, z_h, time, mol, num_molecules, edges, context)
+
+    def sample_batches(self, n: int, sampler: str | None = None, seed: int = 0, batch_size: int = 256,
+                       num_atoms=None, on_step=None, **options) -> Iterator[tuple[SampleResult, dict]]:
+        """Yield (SampleResult, settings) per chunk of ≤ batch_size molecules: memory stays flat
+        with n. Reproducible: the same seed gives the same molecules for any batch_size ≥ n."""
+        if n < 1:
+            raise EADError("number of molecules must be ≥ 1")
+        gen_cpu = torch.Generator().manual_seed(int(seed))
+        if num_atoms is None:
+            sizes = self.sample_sizes(n, gen_cpu)
+        else:
+            sizes = torch.as_tensor(num_atoms, dtype=torch.long).reshape(-1)
+            sizes = sizes.expand(n) if sizes.numel() == 1 else sizes
+            if len(sizes) != n or int(sizes.min()) < 1:
+                raise EADError("num_atoms must be one positive size or one per molecule")
+        gen = torch.Generator(self.device).manual_seed(int(seed))
+        for start in range(0, n, batch_size):
+            schedule = self.make_schedule(sampler, **options)
+            chunk = sizes[start : start + batch_size].to(self.device)
+            res = run_sampler(self._denoise, self.noise, schedule, chunk, self.config.num_features,
+                              len(self.config.atom_types), gen, on_step=on_step)
+            yield res, {**schedule.settings(), "seed": int(seed), "model_preset": self.config.preset}
+
+    def sample_arrays(self, n: int, **kwargs) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
+        """n molecules as (positions [m,3] Å, atomic_numbers [m]) numpy pairs, and the settings."""
+        out, settings, calls = [], {}, 0
+        types = np.asarray(self.config.atom_types)
+        for res, settings in self.sample_batches(n, **kwargs):
+            out.extend(split_result(res, types))
+            calls += res.network_calls
+        settings["network_calls"] = calls
+        return out, settings
+
+    def sample(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0,
+               **kwargs):
+        """n RDKit molecules with 3D conformers, bonds from the distance rule (evaluation.md §2);
+        the sampler's settings are stored as molecule properties."""
+        from .metrics.chem import protocol_mol
+
+        arrays, settings = self.sample_arrays(n, sampler=sampler, steps=steps, seed=seed, **kwargs)
+        mols = []
+        for pos, z in arrays:
+            m = protocol_mol(pos, z)
+            for k, v in settings.items():
+                m.SetProp(f"ead_{k}", str(v))
+            mols.append(m)
+        return mols
+
+
+def split_result(res: SampleResult, atom_types: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    pos = res.positions.detach().float().cpu().numpy()
+    z = atom_types[res.atom_index.cpu().numpy()]
+    bounds = np.concatenate([[0], np.cumsum(res.num_atoms.cpu().numpy())])
+    return [(pos[a:b].astype(np.float64), z[a:b].astype(np.int64)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def available_models() -> list[str]:
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / CONFIG_NAME).exists())
+
+
+__all__ = ["EAD", "SAMPLERS", "available_models"]

@@ -1,0 +1,451 @@
+"""Training (Algorithm 1) on Lightning Fabric: one process per device, DDP across GPUs and nodes,
+plain loop below (nanoGPT-style), resumable exactly.
+
+Exact resume: the batch order is a function of (seed, epoch) and the noise of (seed, step, rank),
+so a run restored from a checkpoint at step k continues with the very batches and noise it would
+have seen. Checkpoints are safetensors (model, EMA, AdamW moments) + JSON (counters, gradient-norm
+history, configs), written into a fresh folder and then published by atomically rewriting a
+pointer file: a run killed at any moment resumes from its last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import EADError
+from .config import PRESETS, ModelConfig
+from .data.batch import FeatureEncoder, MoleculeSet, SizeBucketBatches, collate
+from .diffusion.noise import NoiseSchedule
+from .diffusion.schedules import TrainingWindow
+from .pipeline import EAD, build_denoiser, write_atomic
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/ead"
+    data: str = "qm9"                 # "qm9", or a path to an SDF / XYZ file or folder
+    remove_h: bool = False
+    preset: str = "small"
+    layers: int | None = None
+    hidden: int | None = None
+    window: int = 9                   # EAD's C; 0 = EDM
+    noise_schedule: str = "polynomial_2"
+    timesteps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-12
+    ema_decay: float = 0.999
+    clip_grad: bool = True            # EDM's adaptive clipping: 1.5·mean + 2·std of the last 50 norms
+    max_steps: int = 100_000
+    max_hours: float | None = None    # stop (with a checkpoint) after this much wall-clock time
+    ckpt_every: int = 500
+    log_every: int = 50
+    val_every: int = 2000
+    val_molecules: int = 1000
+    sample_every: int = 0             # >0: sample and measure stability every N steps
+    sample_molecules: int = 100
+    sample_steps: int = 100
+    seed: int = 0
+    bucket: bool = False              # batches of similar-sized molecules
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "32-true"
+    threads: int | None = None        # CPU threads (torch.set_num_threads)
+    quiet: bool = False
+    limit_molecules: int | None = None  # train on the first N training molecules (tests, overfitting)
+
+    def model_config(self, data: MoleculeSet, atom_types, dataset: str) -> ModelConfig:
+        if self.preset not in PRESETS:
+            raise EADError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        layers, hidden = PRESETS[self.preset]
+        return ModelConfig(dataset=dataset, atom_types=tuple(atom_types), remove_h=self.remove_h,
+                           size_histogram=data.size_histogram(), preset=self.preset,
+                           layers=self.layers or layers, hidden=self.hidden or hidden,
+                           noise_schedule=self.noise_schedule, timesteps=self.timesteps,
+                           window=self.window)
+
+
+# ------------------------------------------------------------------------------------ data
+def load_data(cfg: TrainConfig):
+    """(train, valid, atom_types, dataset name) for QM9 or a user's molecule file/folder."""
+    from .data.elements import QM9_NO_H_TYPES, QM9_TYPES
+
+    if cfg.data == "qm9":
+        from .data.qm9 import qm9_split
+
+        train = qm9_split("train", cfg.remove_h, verbose=not cfg.quiet)
+        valid = qm9_split("valid", cfg.remove_h)
+        types = QM9_NO_H_TYPES if cfg.remove_h else QM9_TYPES
+        name = "qm9"
+    else:
+        from .data.files import read_molecules
+
+        mols = MoleculeSet.from_list(read_molecules(cfg.data, strict=True).molecules)
+        if cfg.remove_h:
+            mols = mols.without_hydrogens()
+        types = tuple(sorted(int(z) for z in np.unique(mols.atomic_numbers)))
+        mols.validate(types)
+        perm = np.random.default_rng(cfg.seed).permutation(len(mols))
+        n_val = max(1, len(mols) // 20) if len(mols) > 1 else 0
+        valid = mols.subset(perm[:n_val]) if n_val else mols
+        train = mols.subset(perm[n_val:]) if n_val else mols
+        name = Path(cfg.data).name
+    if cfg.limit_molecules:
+        train = train.subset(np.arange(min(cfg.limit_molecules, len(train))))
+    if len(train) < cfg.batch_size:
+        cfg.batch_size = len(train)
+    return train, valid, types, name
+
+
+# ------------------------------------------------------------------------------------ state
+class GradNormHistory:
+    """EDM's adaptive gradient clipping: threshold = 1.5·mean + 2·std of the last 50 norms
+    (seeded with 3000, as EDM); a clipped step records the threshold, not its own norm."""
+
+    def __init__(self, values=(3000.0,), maxlen: int = 50):
+        self.values = deque(values, maxlen=maxlen)
+
+    def threshold(self) -> float:
+        v = np.asarray(self.values)
+        return float(1.5 * v.mean() + 2 * v.std())
+
+    def record(self, norm: float, threshold: float) -> None:
+        self.values.append(min(norm, threshold))
+
+
+def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        names = list(ema)
+        torch._foreach_lerp_([ema[k] for k in names], [params[k].detach() for k in names], 1.0 - decay)
+
+
+def _step_generator(device, seed: int, step: int, rank: int) -> torch.Generator:
+    g = torch.Generator(device)
+    g.manual_seed((seed * 1_000_003 + step) * 64 + rank)
+    return g
+
+
+def diffusion_loss(model, noise: NoiseSchedule, window: TrainingWindow, batch, gen) -> torch.Tensor:
+    """Algorithm 1: per-atom times, ε-prediction, mean over atoms and channels (EDM's l2)."""
+    B = batch.num_molecules
+    t = window.sample(batch.mol, B, gen)
+    z_x, z_h, eps_x, eps_h = noise.add_noise(batch.x, batch.h, t, batch.mol, B, gen)
+    pred_x, pred_h = model(z_x, z_h, t.to(z_x.dtype) / noise.timesteps, batch.mol, B,
+                           batch.edge_index, batch.context)
+    sq = (pred_x - eps_x).pow(2).sum() + (pred_h - eps_h).pow(2).sum()
+    return sq / (batch.x.shape[0] * (3 + batch.h.shape[1]))
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                if torch.is_tensor(v):
+                    out[f"optim.{names[id(p)]}.{k}"] = v.detach().cpu().contiguous()
+    return out
+
+
+def _load_optimizer_tensors(opt, model, tensors: dict[str, torch.Tensor]) -> None:
+    device = next(model.parameters()).device
+    for name, p in model.named_parameters():
+        keys = [k for k in ("step", "exp_avg", "exp_avg_sq") if f"optim.{name}.{k}" in tensors]
+        if keys:
+            st = opt.state[p]
+            for k in keys:
+                v = tensors[f"optim.{name}.{k}"]
+                st[k] = v if k == "step" else v.to(device)
+
+
+class Checkpointer:
+    """run_dir/checkpoints/step-N/{state.safetensors,state.json} + run_dir/checkpoints/latest."""
+
+    def __init__(self, run_dir: Path, keep: int = 2):
+        self.root = Path(run_dir) / "checkpoints"
+        self.keep = keep
+
+    def latest(self) -> Path | None:
+        ptr = self.root / "latest"
+        if not ptr.exists():
+            return None
+        path = self.root / ptr.read_text().strip()
+        if not (path / "state.json").exists():
+            raise EADError(f"checkpoint pointer {ptr} names a missing checkpoint {path}")
+        return path
+
+    def save(self, step: int, tensors: dict, meta: dict) -> Path:
+        from safetensors.torch import save_file
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / f"step-{step:08d}"
+        tmp = self.root / f".step-{step:08d}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file(tensors, str(tmp / "state.safetensors"), metadata={"step": str(step)})
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        write_atomic(self.root / "latest", lambda p: p.write_text(final.name))
+        olds = sorted(p for p in self.root.glob("step-*") if p.is_dir() and p != final)
+        for p in olds[: max(0, len(olds) - (self.keep - 1))]:
+            shutil.rmtree(p, ignore_errors=True)
+        return final
+
+    @staticmethod
+    def load(path: Path) -> tuple[dict, dict]:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            meta = json.loads((path / "state.json").read_text())
+            tensors = load_file(str(path / "state.safetensors"))
+        except (OSError, json.JSONDecodeError, SafetensorError, ValueError) as e:
+            raise EADError(f"corrupt checkpoint {path}: {e}") from None
+        if meta.get("format") != "ead-train-state":
+            raise EADError(f"{path} is not an EAD training checkpoint")
+        return tensors, meta
+
+
+# ------------------------------------------------------------------------------------ loop
+def train(cfg: TrainConfig) -> dict:
+    """Train (or resume) the run in cfg.run_dir. Returns a summary dict."""
+    from lightning.fabric import Fabric
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _check(cfg)
+    run_dir = Path(cfg.run_dir)
+    ckpt = Checkpointer(run_dir)
+    latest = ckpt.latest()
+    resumed_meta = None
+    if latest is not None:
+        tensors, resumed_meta = Checkpointer.load(latest)
+
+    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                    precision=cfg.precision)
+    fabric.launch()
+    rank, world = fabric.global_rank, fabric.world_size
+    train_set, valid_set, types, dataset = load_data(cfg)
+    model_cfg = cfg.model_config(train_set, types, dataset)
+    if resumed_meta is not None:
+        saved = ModelConfig.from_dict(resumed_meta["model_config"])
+        if saved != model_cfg:
+            diff = [f.name for f in dataclasses.fields(ModelConfig)
+                    if getattr(saved, f.name) != getattr(model_cfg, f.name)]
+            raise EADError(f"{run_dir} holds a run with another model/data config ({', '.join(diff)}); "
+                           "use a new --run-dir")
+
+    torch.manual_seed(cfg.seed)  # initial weights
+    model = build_denoiser(model_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=True)
+    ema = {k: v.detach().clone() for k, v in model.named_parameters()}
+    gradnorms = GradNormHistory()
+    step, elapsed = 0, 0.0
+    if resumed_meta is not None:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        _load_optimizer_tensors(opt, model, tensors)
+        gradnorms = GradNormHistory(resumed_meta["gradnorms"])
+        step, elapsed = resumed_meta["step"], resumed_meta["elapsed_s"]
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr
+    model, opt = fabric.setup(model, opt)
+    device = fabric.device
+    ema = {k: v.to(device) for k, v in ema.items()}
+
+    encoder = FeatureEncoder(model_cfg.atom_types, model_cfg.include_charges)
+    noise = NoiseSchedule(model_cfg.noise_schedule, model_cfg.timesteps, model_cfg.noise_precision)
+    window = TrainingWindow(model_cfg.timesteps, model_cfg.window)
+    order = SizeBucketBatches(train_set.num_atoms, cfg.batch_size, cfg.seed, cfg.bucket, rank, world)
+    steps_per_epoch = len(order)
+    if steps_per_epoch == 0:
+        raise EADError("not enough training molecules for one batch per device")
+
+    log_path = run_dir / "log.csv"
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _truncate_log(log_path, step)
+        (run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    logger = _CsvLog(log_path) if rank == 0 else None
+
+    def save():
+        if rank != 0:
+            return
+        raw = model.module if hasattr(model, "module") else model
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in raw.state_dict().items()}
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.items()})
+        tensors.update(_optimizer_tensors(opt, raw))
+        meta = {"format": "ead-train-state", "step": step, "elapsed_s": elapsed,
+                "gradnorms": list(gradnorms.values), "model_config": model_cfg.to_dict(),
+                "train_config": dataclasses.asdict(cfg)}
+        ckpt.save(step, tensors, meta)
+        export(run_dir / "model")
+
+    def ema_model() -> EAD:
+        raw = build_denoiser(model_cfg)
+        raw.load_state_dict({k: v.cpu() for k, v in ema.items()}, strict=False)
+        card = {"training_steps": step, "training_hours": round(elapsed / 3600, 3),
+                "batch_size": cfg.batch_size * world, "lr": cfg.lr, "ema_decay": cfg.ema_decay}
+        return EAD(model_cfg, raw, device="cpu", card=card)
+
+    def export(path: Path):
+        ema_model().save_pretrained(path)
+
+    stop = {"flag": False}
+
+    def _on_signal(signum, frame):
+        stop["flag"] = True
+
+    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=cfg.quiet or rank != 0, dynamic_ncols=True,
+               desc="train")
+    t0 = time.time()
+    run_loss, run_n, last_log = 0.0, 0, time.time()
+    cached_epoch, batches = -1, []
+    summary = {"start_step": step}
+    try:
+        while step < cfg.max_steps and not stop["flag"]:
+            if cfg.max_hours is not None and elapsed + (time.time() - t0) > cfg.max_hours * 3600:
+                break
+            epoch, pos = divmod(step, steps_per_epoch)
+            if epoch != cached_epoch:
+                batches, cached_epoch = order.epoch(epoch), epoch
+            batch = collate(train_set, batches[pos], encoder).to(device)
+            gen = _step_generator(device, cfg.seed, step, rank)
+            model.train()
+            loss = diffusion_loss(model, noise, window, batch, gen)
+            if not torch.isfinite(loss):
+                raise EADError(f"loss became {loss.item()} at step {step}; lower --lr")
+            fabric.backward(loss)
+            if cfg.clip_grad:
+                limit = gradnorms.threshold()
+                norm = float(fabric.clip_gradients(model, opt, max_norm=limit, error_if_nonfinite=False))
+                gradnorms.record(norm, limit)
+            else:
+                norm = float("nan")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            _ema_update(ema, model.module if hasattr(model, "module") else model, cfg.ema_decay)
+            step += 1
+            run_loss += float(loss.detach())
+            run_n += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                now = time.time()
+                row = {"step": step, "epoch": round(step / steps_per_epoch, 4),
+                       "loss": run_loss / run_n, "grad_norm": norm,
+                       "s_per_step": (now - last_log) / run_n}
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if logger:
+                    logger.write(row)
+                summary["last_loss"] = row["loss"]
+                summary.setdefault("first_loss", row["loss"])
+                run_loss, run_n, last_log = 0.0, 0, now
+            if cfg.val_every and step % cfg.val_every == 0 and rank == 0:
+                vl = validation_loss(ema_model(), valid_set, cfg.val_molecules, cfg.seed)
+                logger.write({"step": step, "val_loss": vl})
+                summary["val_loss"] = vl
+            if cfg.sample_every and step % cfg.sample_every == 0 and rank == 0:
+                m = sample_metrics(ema_model(), cfg.sample_molecules, cfg.sample_steps, cfg.seed)
+                logger.write({"step": step, **m})
+                summary.update(m)
+            if step % cfg.ckpt_every == 0:
+                elapsed += time.time() - t0
+                t0 = time.time()
+                save()
+        elapsed += time.time() - t0
+        t0 = time.time()
+        save()
+    finally:
+        bar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    summary.update({"step": step, "elapsed_s": elapsed, "model_dir": str(run_dir / "model"),
+                    "interrupted": stop["flag"]})
+    return summary
+
+
+@torch.no_grad()
+def validation_loss(model: EAD, valid: MoleculeSet, n: int, seed: int, batch_size: int = 128) -> float:
+    """Loss of Algorithm 1 on a fixed subset with fixed times and noise (comparable across steps)."""
+    noise, net = model.noise, model.denoiser
+    window = TrainingWindow(model.config.timesteps, model.config.window)
+    idx = np.arange(min(n, len(valid)))
+    total, count = 0.0, 0
+    for k, start in enumerate(range(0, len(idx), batch_size)):
+        batch = collate(valid, idx[start : start + batch_size], model.encoder).to(model.device)
+        loss = diffusion_loss(net, noise, window, batch, _step_generator(model.device, seed, k, 999))
+        total += float(loss) * batch.x.shape[0]
+        count += batch.x.shape[0]
+    return total / max(count, 1)
+
+
+def sample_metrics(model: EAD, n: int, steps: int, seed: int) -> dict:
+    from .metrics.evaluate import evaluate_molecules
+
+    mols, _ = model.sample_arrays(n, sampler="synchronous", steps=steps, seed=seed)
+    m = evaluate_molecules(mols, reference=None)
+    return {k: m[k] for k in ("atom_stability", "molecule_stability", "validity") if k in m}
+
+
+def _check(cfg: TrainConfig) -> None:
+    if cfg.batch_size < 1:
+        raise EADError("batch size must be ≥ 1")
+    if not cfg.lr > 0 or not math.isfinite(cfg.lr):
+        raise EADError("learning rate must be a positive number")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise EADError("EMA decay must be in [0, 1)")
+    if cfg.max_steps < 0 or cfg.ckpt_every < 1 or cfg.log_every < 1:
+        raise EADError("max-steps ≥ 0, ckpt-every ≥ 1 and log-every ≥ 1 are required")
+    if cfg.window < 0 or 2 * cfg.window > cfg.timesteps:
+        raise EADError(f"window C must be in [0, T/2], got {cfg.window}")
+
+
+class _CsvLog:
+    FIELDS = ["step", "epoch", "loss", "grad_norm", "s_per_step", "val_loss",
+              "atom_stability", "molecule_stability", "validity"]
+
+    def __init__(self, path: Path):
+        self.path = path
+        if not path.exists():
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerow(self.FIELDS)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([_fmt(row.get(k)) for k in self.FIELDS])
+
+
+def _fmt(v):
+    return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """On resume, drop log rows written after the checkpoint we restart from."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+    write_atomic(path, lambda p: p.write_text("".join(",".join(r) + "\n" for r in kept)))
