@@ -255,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a bad flag (already reported in one line)
+        return int(e.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

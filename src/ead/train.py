@@ -166,12 +166,11 @@ def _optimizer_tensors(opt: torch.optim.Optimizer, model: torch.nn.Module) -> di
 def _load_optimizer_tensors(opt, model, tensors: dict[str, torch.Tensor]) -> None:
     device = next(model.parameters()).device
     for name, p in model.named_parameters():
-        keys = [k for k in ("step", "exp_avg", "exp_avg_sq") if f"optim.{name}.{k}" in tensors]
-        if keys:
-            st = opt.state[p]
-            for k in keys:
-                v = tensors[f"optim.{name}.{k}"]
-                st[k] = v if k == "step" else v.to(device)
+        prefix = f"optim.{name}."
+        for key, v in tensors.items():
+            if key.startswith(prefix):   # step, exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad)
+                k = key[len(prefix):]
+                opt.state[p][k] = v if k == "step" else v.to(device)
 
 
 class Checkpointer:

@@ -1,0 +1,128 @@
+"""End to end through the `ead` command: train on a user's SDF, sample, read back; bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rdkit import Chem
+
+from ead.cli import main
+from ead.data.files import read_molecules, write_sdf, write_xyz
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, qm9_train):
+    """A micro model trained for a few steps on 40 QM9 molecules given as an SDF file."""
+    root = tmp_path_factory.mktemp("cli")
+    mols = list(qm9_train.subset(np.arange(40)))
+    write_sdf(root / "mine.sdf", mols)
+    rc = main(["train", "--data", str(root / "mine.sdf"), "--preset", "micro", "--max-steps", "4",
+               "--batch-size", "8", "--ckpt-every", "2", "--val-every", "2", "--run-dir",
+               str(root / "run"), "--threads", "1", "--quiet"])
+    assert rc == 0
+    return root
+
+
+def test_train_on_sdf_then_sample_sdf_and_xyz(trained, capsys):
+    model = trained / "run" / "model"
+    meta = json.loads((model / "config.json").read_text())
+    assert meta["model"]["atom_types"] == [1, 6, 7, 8, 9]          # taken from the data
+    out = trained / "s.sdf"
+    rc = main(["sample", "--model", str(model), "-n", "5", "-o", str(out), "--steps", "20",
+               "--sampler", "adaptive", "--seed", "3", "--quiet"])
+    assert rc == 0
+    mols = [m for m in Chem.SDMolSupplier(str(out), sanitize=False, removeHs=False)]
+    assert len(mols) == 5 and all(m is not None and m.GetNumConformers() == 1 for m in mols)
+    assert mols[0].GetProp("ead_sampler") == "adaptive" and mols[0].GetProp("ead_seed") == "3"
+    assert mols[0].GetProp("ead_steps") == "20"
+    rc = main(["sample", "--model", str(model), "-n", "4", "-o", str(trained / "s.xyz"),
+               "--steps", "10", "--sampler", "manual", "--quiet"])
+    assert rc == 0 and len(read_molecules(trained / "s.xyz").molecules) == 4
+
+
+def test_same_seed_same_file(trained):
+    model = str(trained / "run" / "model")
+    for name in ("a.xyz", "b.xyz"):
+        assert main(["sample", "--model", model, "-n", "3", "-o", str(trained / name), "--steps", "8",
+                     "--seed", "9", "--quiet"]) == 0
+    assert (trained / "a.xyz").read_text() == (trained / "b.xyz").read_text()
+
+
+def _fails(argv, capsys, match):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and match in err, err
+    return err
+
+
+def test_bad_flags(trained, capsys):
+    model = str(trained / "run" / "model")
+    out = trained / "never.sdf"
+    cases = [
+        (["sample", "--model", model, "--steps", "0", "-o", str(out)], "positive integer"),
+        (["sample", "--model", model, "--steps", "5000", "-o", str(out)], "steps must be"),
+        (["sample", "--model", model, "--sampler", "magic", "-o", str(out)], "invalid choice"),
+        (["sample", "--model", model, "--async-ratio", "1.5", "-o", str(out)], "(0, 1]"),
+        (["sample", "--model", model, "-o", str(trained / "x.txt")], ".sdf or .xyz"),
+        (["sample", "--model", model, "-o", str(trained / "nodir" / "x.sdf")], "does not exist"),
+        (["sample", "--model", model, "--t-async", "5000", "-o", str(out)], "t_async"),
+        (["train", "--window", "-1"], "integer ≥ 0"),
+        (["train", "--preset", "huge"], "invalid choice"),
+        (["train", "--window", "600", "--run-dir", str(trained / "w")], "window C"),
+    ]
+    for argv, match in cases:
+        _fails(argv, capsys, match)
+    assert not out.exists()
+    assert not any(p.name.startswith(".never") for p in trained.iterdir())
+
+
+def test_bad_models(trained, capsys, tmp_path):
+    out = tmp_path / "o.sdf"
+    _fails(["sample", "--model", str(tmp_path / "missing"), "-o", str(out)], capsys, "no model at")
+    bad = tmp_path / "corrupt"
+    bad.mkdir()
+    (bad / "config.json").write_text((trained / "run" / "model" / "config.json").read_text())
+    (bad / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    _fails(["sample", "--model", str(bad), "-o", str(out)], capsys, "corrupt weights")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"_class_name": "UNet2DModel"}')
+    _fails(["sample", "--model", str(foreign), "-o", str(out)], capsys, "not an EAD model")
+    notjson = tmp_path / "notjson"
+    notjson.mkdir()
+    (notjson / "config.json").write_text("{oops")
+    _fails(["sample", "--model", str(notjson), "-o", str(out)], capsys, "corrupt")
+    # weights of another size than the config says
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg = json.loads((trained / "run" / "model" / "config.json").read_text())
+    cfg["model"]["hidden"] = 48
+    (other / "config.json").write_text(json.dumps(cfg))
+    (other / "model.safetensors").write_bytes((trained / "run" / "model" / "model.safetensors").read_bytes())
+    _fails(["sample", "--model", str(other), "-o", str(out)], capsys, "do not fit")
+    assert not out.exists()
+
+
+def test_bad_training_data(tmp_path, capsys):
+    (tmp_path / "unknown.xyz").write_text("2\nbad\nC 0 0 0\nQq 1 0 0\n")
+    _fails(["train", "--data", str(tmp_path / "unknown.xyz"), "--run-dir", str(tmp_path / "r")],
+           capsys, "unknown element")
+    (tmp_path / "nan.xyz").write_text("2\nnan\nC 0 0 0\nO nan 0 0\n")
+    _fails(["train", "--data", str(tmp_path / "nan.xyz"), "--run-dir", str(tmp_path / "r")],
+           capsys, "")
+    (tmp_path / "empty.sdf").write_text("")
+    _fails(["train", "--data", str(tmp_path / "empty.sdf"), "--run-dir", str(tmp_path / "r")], capsys, "")
+    _fails(["train", "--data", str(tmp_path / "nothere.sdf"), "--run-dir", str(tmp_path / "r")],
+           capsys, "no such file")
+
+
+def test_console_script_runs():
+    exe = Path(sys.executable).with_name("ead")
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "sample" in r.stdout and "train" in r.stdout
+    r = subprocess.run([str(exe), "sample", "--steps", "x"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
