@@ -126,3 +126,18 @@ def test_console_script_runs():
     assert r.returncode == 0 and "sample" in r.stdout and "train" in r.stdout
     r = subprocess.run([str(exe), "sample", "--steps", "x"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_data_parallel_training_on_two_cpu_processes(trained):
+    """The multi-device path (Lightning Fabric DDP, gloo on CPU): 2 processes, 1 checkpoint."""
+    exe = Path(sys.executable).with_name("ead")
+    run = trained / "ddp"
+    r = subprocess.run([str(exe), "train", "--data", str(trained / "mine.sdf"), "--preset", "micro",
+                        "--accelerator", "cpu", "--devices", "2", "--max-steps", "2", "--batch-size", "4",
+                        "--ckpt-every", "2", "--val-every", "0", "--log-every", "1", "--run-dir", str(run),
+                        "--threads", "1", "--quiet"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("trained steps 0 → 2") == 1           # only rank 0 reports
+    rows = (run / "log.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["1", "2"]
+    assert (run / "model" / "model.safetensors").exists()

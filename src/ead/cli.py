@@ -113,6 +113,8 @@ def _run_train(args) -> int:
     if args.data != "qm9" and not Path(args.data).exists():
         raise EADError(f"no such file or folder: {args.data}")
     s = train(cfg)
+    if s["rank"] != 0:
+        return 0
     print(f"trained steps {s['start_step']} → {s['step']}"
           + (f", loss {s['first_loss']:.4f} → {s['last_loss']:.4f}" if "last_loss" in s else "")
           + f"; model in {s['model_dir']}")

@@ -350,8 +350,12 @@ def train(cfg: TrainConfig) -> dict:
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 now = time.time()
+                mean_loss = run_loss / run_n
+                if world > 1:  # the logged loss is the mean over all ranks' batches
+                    mean_loss = float(fabric.all_reduce(torch.tensor(mean_loss, device=device),
+                                                        reduce_op="mean"))
                 row = {"step": step, "epoch": round(step / steps_per_epoch, 4),
-                       "loss": run_loss / run_n, "grad_norm": norm,
+                       "loss": mean_loss, "grad_norm": norm,
                        "s_per_step": (now - last_log) / run_n}
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if logger:
@@ -379,7 +383,7 @@ def train(cfg: TrainConfig) -> dict:
         for s, h in old_handlers.items():
             signal.signal(s, h)
     summary.update({"step": step, "elapsed_s": elapsed, "model_dir": str(run_dir / "model"),
-                    "interrupted": stop["flag"]})
+                    "interrupted": stop["flag"], "rank": rank, "world_size": world})
     return summary
 
 

@@ -110,7 +110,9 @@ class ManualAsyncSchedule(SamplerSchedule):
     def __init__(self, noise, steps=None, spacing="uniform", window: int = 9, t_async: int | None = None):
         super().__init__(noise, steps, spacing)
         self.window = int(window)
-        self.t_async = self.timesteps if t_async is None else int(t_async)
+        # [ours] warm up to T/2 by default: ranking atoms by distance to the centroid only means
+        # something once a shape has formed
+        self.t_async = self.timesteps // 2 if t_async is None else int(t_async)
         if not 0 <= self.t_async <= self.timesteps:
             raise EADError(f"t_async must be in [0, {self.timesteps}]")
 
