@@ -1,14 +1,49 @@
-"""RDKit side of the protocol (evaluation.md §4): molecules built from distance-inferred bonds."""
+"""RDKit side of the protocol (evaluation.md §4): molecules built from distance-inferred bonds.
+
+Validity, uniqueness, V×U, novelty and connectivity. The novelty reference (canonical SMILES of the
+QM9 training split, built by the same steps from its coordinates) is computed once, kept as a JSON
+file in the data cache and held in memory as a frozenset.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from functools import lru_cache
+from hashlib import sha256
+from pathlib import Path
+
 import numpy as np
-from rdkit import Chem
+import rdkit
+from rdkit import Chem, rdBase
 from rdkit.Geometry import Point3D
 
+from .. import EADError
+from ..data.batch import MoleculeSet
 from .bonds import bond_matrix
+from .stability import BondGraph, infer_bonds
 
 _BOND_TYPES = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+REFERENCES = ("qm9", "none")
+SMILES_CACHE_FORMAT = 1
+
+
+def _mol_from_bonds(z: np.ndarray, begin, end, order) -> Chem.RWMol:
+    mol = Chem.RWMol()
+    for a in np.asarray(z).tolist():
+        mol.AddAtom(Chem.Atom(a))
+    for a, b, o in zip(np.asarray(begin).tolist(), np.asarray(end).tolist(), np.asarray(order).tolist()):
+        mol.AddBond(a, b, _BOND_TYPES[o])
+    return mol
+
+
+def _add_conformer(mol: Chem.RWMol, positions: np.ndarray) -> None:
+    conf = Chem.Conformer(mol.GetNumAtoms())
+    for k, (x, y, w) in enumerate(np.asarray(positions, dtype=np.float64).tolist()):
+        conf.SetAtomPosition(k, Point3D(x, y, w))
+    conf.Set3D(True)
+    mol.AddConformer(conf, assignId=True)
 
 
 def protocol_mol(positions: np.ndarray, atomic_numbers: np.ndarray, orders: np.ndarray | None = None,
@@ -18,16 +53,128 @@ def protocol_mol(positions: np.ndarray, atomic_numbers: np.ndarray, orders: np.n
     z = np.asarray(atomic_numbers, dtype=np.int64)
     if orders is None:
         orders = bond_matrix(positions, z)
-    mol = Chem.RWMol()
-    for a in z:
-        mol.AddAtom(Chem.Atom(int(a)))
     i, j = np.nonzero(np.triu(orders, 1))
-    for a, b in zip(i.tolist(), j.tolist()):
-        mol.AddBond(a, b, _BOND_TYPES[int(orders[a, b])])
+    mol = _mol_from_bonds(z, i, j, orders[i, j])
     if conformer:
-        conf = Chem.Conformer(len(z))
-        for k, (x, y, w) in enumerate(np.asarray(positions, dtype=np.float64).tolist()):
-            conf.SetAtomPosition(k, Point3D(x, y, w))
-        conf.Set3D(True)
-        mol.AddConformer(conf, assignId=True)
+        _add_conformer(mol, positions)
     return mol.GetMol()
+
+
+def graph_mols(mols: MoleculeSet, graph: BondGraph | None = None, conformer: bool = False):
+    """Yield the unsanitised protocol molecule of each molecule of a MoleculeSet, reusing the
+    flat bond graph (so no distance work is repeated)."""
+    if graph is None:
+        graph = infer_bonds(mols)
+    for m in range(len(mols)):
+        a, b = int(mols.offsets[m]), int(mols.offsets[m + 1])
+        mol = _mol_from_bonds(mols.atomic_numbers[a:b], *graph.molecule_bonds(m, a))
+        if conformer:
+            _add_conformer(mol, mols.positions[a:b])
+        yield mol.GetMol()
+
+
+def smiles_of(mol: Chem.Mol) -> str | None:
+    """Protocol steps 2: sanitise (in place); None if that fails; else the canonical SMILES of the
+    largest fragment by atom count (the first one on a tie, as EDM's max() picks)."""
+    try:
+        Chem.SanitizeMol(mol)
+    except Exception:  # any RDKit complaint (valence, kekulisation, ...) means invalid
+        return None
+    frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
+    if len(frags) == 1:
+        return Chem.MolToSmiles(mol)
+    largest = max(frags, key=lambda f: f.GetNumAtoms())
+    try:
+        # as EDM does: the fragment is sanitised again before writing its SMILES
+        Chem.SanitizeMol(largest)
+    except Exception:
+        return None
+    return Chem.MolToSmiles(largest)
+
+
+def protocol_smiles(mols: MoleculeSet, graph: BondGraph | None = None
+                    ) -> tuple[list[str | None], np.ndarray]:
+    """(SMILES or None for each molecule, number of bond-graph fragments of each molecule)."""
+    smiles, fragments = [], np.zeros(len(mols), dtype=np.int64)
+    with rdBase.BlockLogs():  # invalid molecules are expected; RDKit's warnings are noise here
+        for m, mol in enumerate(graph_mols(mols, graph)):
+            fragments[m] = len(Chem.GetMolFrags(mol))
+            smiles.append(smiles_of(mol))
+    return smiles, fragments
+
+
+def chem_metrics(smiles: list[str | None], fragments: np.ndarray,
+                 reference: frozenset[str] | None) -> dict:
+    """Validity, uniqueness, V×U, novelty (None without a reference or without valid molecules),
+    connectivity (one fragment) and valid-and-connected, as fractions, with the counts."""
+    n = len(smiles)
+    valid = [s for s in smiles if s is not None]
+    unique = set(valid)
+    out = {
+        "num_valid": len(valid),
+        "num_unique": len(unique),
+        "validity": len(valid) / n,
+        "uniqueness": len(unique) / len(valid) if valid else 0.0,
+        "valid_and_unique": len(unique) / n,
+        "novelty": None,
+        "num_novel": None,
+        "connectivity": float(np.mean(fragments == 1)),
+        "valid_and_connected": float(np.mean([(s is not None and f == 1)
+                                              for s, f in zip(smiles, fragments)])),
+    }
+    if reference is not None and unique:
+        novel = sum(1 for s in unique if s not in reference)
+        out["novelty"] = novel / len(unique)
+        out["num_novel"] = novel
+    return out
+
+
+def _protocol_fingerprint() -> str:
+    """What the reference SMILES depend on: the bond tables and RDKit's canonicalisation (which
+    can change between RDKit releases). A cache made under other ones is rebuilt."""
+    tables = Path(__file__).with_name("bond_lengths.json").read_bytes()
+    return sha256(tables).hexdigest()[:16] + "/rdkit-" + rdkit.__version__
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, path)  # readers never see a half-written file
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def reference_smiles_path(reference: str = "qm9") -> Path:
+    from ..data.qm9 import cache_dir
+
+    return cache_dir() / f"{reference}_train_smiles_v{SMILES_CACHE_FORMAT}.json"
+
+
+@lru_cache(maxsize=2)
+def reference_smiles(reference: str = "qm9", verbose: bool = False) -> frozenset[str]:
+    """Canonical SMILES of the training split's valid molecules (evaluation.md §4.4)."""
+    if reference != "qm9":
+        raise EADError(f"unknown reference {reference!r}; choose from {list(REFERENCES)}")
+    path = reference_smiles_path(reference)
+    fingerprint = _protocol_fingerprint()
+    if path.exists():
+        try:
+            payload = json.loads(path.read_text())
+            if payload.get("fingerprint") == fingerprint:
+                return frozenset(payload["smiles"])
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or foreign: rebuilt below and replaced atomically
+    from ..data.qm9 import qm9_split
+
+    if verbose:
+        print(f"computing the QM9 training SMILES once into {path} (about 20 s)", file=sys.stderr)
+    train = qm9_split("train", verbose=verbose)
+    smiles, _ = protocol_smiles(train)
+    unique = sorted({s for s in smiles if s is not None})
+    _write_json_atomic(path, {"format": SMILES_CACHE_FORMAT, "fingerprint": fingerprint,
+                              "reference": "qm9 train split (EDM), protocol SMILES",
+                              "smiles": unique})
+    return frozenset(unique)
