@@ -143,6 +143,12 @@ def _add_sample(sub):
     p.add_argument("--batch-size", type=_positive_int, default=256, help="molecules per batch")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--trajectory", metavar="DIR",
+                   help="also record how the first K molecules form, into DIR: trajectory.npz "
+                   "(per-atom times and positions at every step) and, per molecule, an animated "
+                   "GIF and a heat map of each atom's diffusion time")
+    p.add_argument("--trajectory-molecules", metavar="K", type=_positive_int, default=4,
+                   help="how many molecules --trajectory records (default 4)")
     p.set_defaults(func=_run_sample)
 
 
@@ -167,25 +173,76 @@ def _run_sample(args) -> int:
         raise EADError(f"--t-async must be ≤ T = {model.config.timesteps}")
     import numpy as np
 
+    if args.trajectory and Path(args.trajectory).exists() and not Path(args.trajectory).is_dir():
+        raise EADError(f"--trajectory {args.trajectory} exists and is not a folder")
     types = np.asarray(model.config.atom_types)
     t0 = time.time()
     calls, done = 0, 0
     bar = tqdm(total=args.num, disable=args.quiet, desc=f"sample ({schedule.name})", unit="mol")
     settings = {**schedule.settings(), "seed": args.seed, "model": str(args.model)}
+    recorder = None
+    if args.trajectory:
+        from .viz.trajectory import TrajectoryRecorder
+
+        # keeps only the first K molecules' atoms: its memory does not grow with -n
+        recorder = TrajectoryRecorder.for_model(model, min(args.trajectory_molecules, args.num),
+                                                num_atoms=args.num_atoms, settings=settings)
     with MoleculeWriter(out, metadata={f"ead_{k}": v for k, v in settings.items()}) as writer:
         for res, _ in model.sample_batches(args.num, sampler=args.sampler, seed=args.seed,
                                             batch_size=args.batch_size, num_atoms=args.num_atoms,
-                                            **options):
+                                            on_step=recorder, **options):
             mols = split_result(res, types)
             writer.write(mols, names=[f"ead_{done + i}" for i in range(len(mols))])
             done += len(mols)
             calls += res.network_calls
             bar.update(len(mols))
+            if recorder is not None:
+                recorder.end_batch(res)
     bar.close()
     dt = time.time() - t0
     if not args.quiet:
         print(f"wrote {done} molecules to {out} ({schedule.name}, {settings['steps']} steps, "
               f"{calls} network calls, {dt:.1f} s, {done / dt:.2f} mol/s)")
+    if recorder is not None:
+        from .viz.render import write_trajectory_outputs
+
+        files = write_trajectory_outputs(recorder.trajectories, args.trajectory)
+        if not args.quiet:
+            print(f"recorded {len(recorder.trajectories)} trajectories in {args.trajectory}: "
+                  f"{files[0].name}, {len(files) - 1} pictures (molecule_*.gif, molecule_*_times.png)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ view
+def _add_view(sub):
+    p = sub.add_parser("view", help="draw molecules: a grid PNG and an offline 3D HTML page",
+                       description="Draw the molecules of an SDF/XYZ file or folder. OUT_PREFIX.png: "
+                       "RDKit 2D depictions in a grid, with validity and SMILES under each (invalid "
+                       "molecules are drawn from their atoms as they are). OUT_PREFIX.html: one "
+                       "self-contained page with an interactive 3D view per molecule (drag to "
+                       "rotate, scroll to zoom) that opens offline. Bonds and validity follow the "
+                       "evaluation protocol (bonds from distances).")
+    p.add_argument("file", metavar="FILE", help="SDF, MOL or XYZ file (gzipped too), or a folder of them")
+    p.add_argument("-o", "--output", metavar="OUT_PREFIX",
+                   help="write OUT_PREFIX.png and OUT_PREFIX.html (default: FILE without its extension)")
+    p.add_argument("--max-molecules", metavar="N", type=_positive_int, default=48,
+                   help="draw the first N molecules (default 48)")
+    p.add_argument("--columns", metavar="C", type=_positive_int, default=4,
+                   help="molecules per row in the PNG (default 4)")
+    p.add_argument("--quiet", action="store_true", help="print nothing when all went well")
+    p.set_defaults(func=_run_view)
+
+
+def _run_view(args) -> int:
+    from .viz.view import view_file
+
+    if not Path(args.file).exists():
+        raise EADError(f"no such file or folder: {args.file}")
+    res = view_file(args.file, args.output, max_molecules=args.max_molecules, columns=args.columns)
+    if not args.quiet:
+        png, page = res["files"]
+        print(f"drew {res['shown']} of {res['molecules']} molecules ({res['valid']} valid): {png} and {page}"
+              + (f"; skipped {res['skipped']} unreadable records" if res["skipped"] else ""))
     return 0
 
 
@@ -243,6 +300,24 @@ def _run_info(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ bench
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="speed: training step, sampling throughput, memory, FLOPs, vs EDM layout",
+                       description="Time the denoiser on this machine (paper and small presets) "
+                       "against a dense EDM-layout baseline with the same weights. Sampling "
+                       "throughput is extrapolated from timed network calls (the output says so).")
+    from .bench import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    from .bench import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ead", description="Equivariant Asynchronous Diffusion for 3D molecules "
                      "(An et al., arXiv 2603.10093): train, sample, evaluate.")
@@ -250,8 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_train(sub)
     _add_sample(sub)
+    _add_view(sub)
     _add_evaluate(sub)
     _add_info(sub)
+    _add_bench(sub)
     return parser
 
 
