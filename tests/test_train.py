@@ -76,3 +76,14 @@ def test_exported_model_loads_and_records_training(tmp_path):
     assert meta["format"] == "ead-model" and meta["card"]["training_steps"] == 2
     m = EAD.from_pretrained(tmp_path / "run" / "model")
     assert m.config.window == 9 and m.config.size_histogram
+
+
+def test_periodic_sample_metrics_are_logged(tmp_path):
+    train(_cfg(tmp_path, max_steps=2, ckpt_every=2, sample_every=2, sample_molecules=3, sample_steps=4,
+               log_every=1))
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    logged = [dict(zip(header, r.split(","))) for r in rows[1:]]
+    stab = [r for r in logged if r["molecule_stability"] != ""]
+    assert len(stab) == 1 and stab[0]["step"] == "2"
+    assert 0.0 <= float(stab[0]["atom_stability"]) <= 1.0
