@@ -16,6 +16,7 @@ $(BIN)/ead: pyproject.toml
 install: $(BIN)/ead
 
 demo: install
+	mkdir -p out
 	$(BIN)/ead sample -n 20 -o out/demo.sdf --seed 0
 	$(BIN)/ead evaluate out/demo.sdf
 
