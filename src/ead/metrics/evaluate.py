@@ -82,13 +82,9 @@ def evaluate_molecules(molecules, reference: str | None = "qm9", checks=("protoc
 
 # ------------------------------------------------------------------------------------ CLI
 def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+    from ..cli import _positive_int  # one definition of the CLI's integer check
+
+    return _positive_int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
