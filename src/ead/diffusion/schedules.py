@@ -79,6 +79,13 @@ class SamplerSchedule:
     def settings(self) -> dict:
         return {"sampler": self.name, "steps": self.steps, "spacing": self.spacing}
 
+    def _check_t_async(self, t_async: int | None) -> int:
+        """The end of the synchronous warm-up; T/2 by default."""
+        value = self.timesteps // 2 if t_async is None else int(t_async)
+        if not 0 <= value <= self.timesteps:
+            raise EADError(f"t_async must be in [0, {self.timesteps}]")
+        return value
+
     def _warmup_grid(self, t_async: int) -> list[int]:
         """Grid points from T down to the first one ≤ t_async (the synchronous warm-up)."""
         k = next(i for i, v in enumerate(self.grid) if v <= t_async)
@@ -112,9 +119,7 @@ class ManualAsyncSchedule(SamplerSchedule):
         self.window = int(window)
         # [ours] warm up to T/2 by default: ranking atoms by distance to the centroid only means
         # something once a shape has formed
-        self.t_async = self.timesteps // 2 if t_async is None else int(t_async)
-        if not 0 <= self.t_async <= self.timesteps:
-            raise EADError(f"t_async must be in [0, {self.timesteps}]")
+        self.t_async = self._check_t_async(t_async)
 
     def reset(self, state):
         self._warm = self._warmup_grid(self.t_async)
@@ -184,9 +189,7 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
         self.window = int(window)
         self.async_ratio = float(async_ratio)
         self.history = int(history)
-        self.t_async = self.timesteps // 2 if t_async is None else int(t_async)
-        if not 0 <= self.t_async <= self.timesteps:
-            raise EADError(f"t_async must be in [0, {self.timesteps}]")
+        self.t_async = self._check_t_async(t_async)
 
     def reset(self, state):
         self._warm = self._warmup_grid(self.t_async)
