@@ -87,3 +87,71 @@ def test_periodic_sample_metrics_are_logged(tmp_path):
     stab = [r for r in logged if r["molecule_stability"] != ""]
     assert len(stab) == 1 and stab[0]["step"] == "2"
     assert 0.0 <= float(stab[0]["atom_stability"]) <= 1.0
+
+
+def test_init_from_continues_another_run_with_its_lineage(tmp_path):
+    """--init-from starts a new run (here with another batch size) from a run's last checkpoint:
+    weights, EMA and optimizer moments carry over, and the exported card records both stretches."""
+    train(_cfg(tmp_path / "a", max_steps=4, ckpt_every=2, window=3))
+    src = load_file(str(Checkpointer(tmp_path / "a" / "run").latest() / "state.safetensors"))
+    cont = _cfg(tmp_path / "b", max_steps=3, ckpt_every=3, window=3, batch_size=4,
+                init_from=str(tmp_path / "a" / "run"))
+    s = train(cont)
+    assert s["start_step"] == 0 and s["step"] == 3
+    card = json.loads((tmp_path / "b" / "run" / "model" / "config.json").read_text())["card"]
+    assert card["continues"][0]["steps"] == 4 and card["continues"][0]["batch_size"] == 8
+    assert card["total_training_steps"] == 7 and card["total_molecules_seen"] == 4 * 8 + 3 * 4
+    # the first step really started from the source's weights: one more step of the source with
+    # the continuation's data moves the weights by the same small amount, not a re-initialisation
+    out = load_file(str(Checkpointer(tmp_path / "b" / "run").latest() / "state.safetensors"))
+    drift = max(float((out[k] - src[k]).abs().max()) for k in src if k.startswith("model."))
+    fresh = max(float(v.abs().max()) for k, v in src.items() if k.startswith("model."))
+    assert drift < 0.1 * fresh
+    # a restarted continuation resumes itself, not the source again
+    s2 = train(_cfg(tmp_path / "b", max_steps=5, ckpt_every=5, window=3, batch_size=4,
+                    init_from=str(tmp_path / "a" / "run")))
+    assert s2["start_step"] == 3 and s2["step"] == 5
+    card = json.loads((tmp_path / "b" / "run" / "model" / "config.json").read_text())["card"]
+    assert len(card["continues"]) == 1 and card["total_training_steps"] == 9
+
+
+def test_init_from_refuses_another_model_and_missing_runs(tmp_path):
+    train(_cfg(tmp_path / "a", max_steps=2, ckpt_every=2, window=3))
+    with pytest.raises(EADError, match="another model"):
+        train(_cfg(tmp_path / "b", max_steps=2, window=9, init_from=str(tmp_path / "a" / "run")))
+    with pytest.raises(EADError, match="no checkpoint"):
+        train(_cfg(tmp_path / "c", max_steps=2, init_from=str(tmp_path / "nowhere")))
+
+
+def test_keep_zero_keeps_every_checkpoint(tmp_path):
+    train(_cfg(tmp_path, max_steps=6, ckpt_every=2, keep_checkpoints=0))
+    steps = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert steps == ["step-00000002", "step-00000004", "step-00000006"]
+
+
+def test_export_checkpoint_at_a_given_step(tmp_path):
+    from ead.train import export_checkpoint
+
+    train(_cfg(tmp_path, max_steps=4, ckpt_every=2, keep_checkpoints=0))
+    out = export_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000002", tmp_path / "m2")
+    m = EAD.from_pretrained(out)
+    assert m.card["training_steps"] == 2
+    state = load_file(str(tmp_path / "run" / "checkpoints" / "step-00000002" / "state.safetensors"))
+    for k, v in m.denoiser.state_dict().items():
+        if f"ema.{k}" in state:
+            assert torch.equal(v, state[f"ema.{k}"]), k
+
+
+def test_restored_optimizer_moments_follow_the_model_to_its_device():
+    """A checkpoint is restored on the CPU before the model moves to the GPU: the AdamW moments must
+    follow (a resumed CUDA run failed on this). The 'meta' device stands in for the GPU here."""
+    from ead.train import _optimizer_state_to_params
+
+    w = torch.nn.Parameter(torch.ones(3, device="meta"))
+    opt = torch.optim.AdamW([w], amsgrad=True)
+    opt.state[w] = {"step": torch.tensor(5.0), "exp_avg": torch.ones(3), "exp_avg_sq": torch.ones(3),
+                    "max_exp_avg_sq": torch.ones(3)}   # as _load_optimizer_tensors leaves them
+    _optimizer_state_to_params(opt)
+    state = opt.state[w]
+    assert state["exp_avg"].device.type == "meta" and state["max_exp_avg_sq"].device.type == "meta"
+    assert state["step"].device.type == "cpu"

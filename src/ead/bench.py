@@ -613,7 +613,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     return result
 
 
-def trick_variants(compile: bool = False, bf16: bool = True):
+def trick_variants(compile: bool = False, bf16: bool = True, cuda: bool = False):
     """(name, SpeedOptions, fused, accelerate kwargs): cumulative, plain first."""
     v = [("plain concatenation (fused=False)", PLAIN, False, {}),
          ("+ fused per-node projections", PLAIN, True, {}),
@@ -625,6 +625,10 @@ def trick_variants(compile: bool = False, bf16: bool = True):
         v.append(("torch.compile, fp32", SpeedOptions(), True, {"compile": True}))
         if bf16:
             v.append(("torch.compile + bf16", SpeedOptions(), True, {"compile": True, "autocast": "bf16"}))
+    if cuda:   # one captured graph per batch shape, replayed at every step
+        v.append(("CUDA graph, fp32", SpeedOptions(), True, {"cuda_graph": True}))
+        if bf16:
+            v.append(("CUDA graph + bf16", SpeedOptions(), True, {"cuda_graph": True, "autocast": "bf16"}))
     return v
 
 
@@ -641,7 +645,7 @@ def time_tricks(preset: str, work: Workload, device, cfg: BenchConfig, log=lambd
     # the same inputs in float32 (sampling_call_fn draws them from the same seed)
     scale = max(float(ref_out[0].abs().max()), float(ref_out[1].abs().max()))
     bf16_ok = machine_info(device)["bf16_hw"] != "none" or torch.device(device).type == "cuda"
-    for name, speed, fused, acc in trick_variants(cfg.compile, bf16_ok):
+    for name, speed, fused, acc in trick_variants(cfg.compile, bf16_ok, torch.device(device).type == "cuda"):
         net = build(preset, cfg.seed).to(device).eval()
         net.speed = speed
         fn = accelerate(net, **acc)

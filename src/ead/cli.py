@@ -81,6 +81,11 @@ def _add_train(sub):
     p.add_argument("--max-steps", type=_nonneg_int, default=100_000)
     p.add_argument("--max-hours", type=_positive_float, help="stop (with a checkpoint) after this time")
     p.add_argument("--ckpt-every", type=_positive_int, default=500)
+    p.add_argument("--keep-checkpoints", type=_nonneg_int, default=2,
+                   help="checkpoints kept on disk (default 2; 0 = all, for comparisons at equal steps)")
+    p.add_argument("--init-from", metavar="RUN",
+                   help="start from another run's last checkpoint (weights, EMA, optimizer), e.g. to "
+                        "continue on other hardware or with another batch size; recorded in the card")
     p.add_argument("--log-every", type=_positive_int, default=50)
     p.add_argument("--val-every", type=_nonneg_int, default=2000, help="0 = no validation loss")
     p.add_argument("--sample-every", type=_nonneg_int, default=0,
@@ -108,7 +113,8 @@ def _run_train(args) -> int:
                       val_every=args.val_every, sample_every=args.sample_every, seed=args.seed,
                       bucket=args.bucket, accelerator=args.accelerator, devices=args.devices,
                       num_nodes=args.num_nodes, precision=args.precision, threads=args.threads,
-                      quiet=args.quiet)
+                      quiet=args.quiet, keep_checkpoints=args.keep_checkpoints,
+                      init_from=args.init_from)
     if args.data != "qm9" and not Path(args.data).exists():
         raise EADError(f"no such file or folder: {args.data}")
     s = train(cfg)

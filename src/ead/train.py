@@ -68,6 +68,8 @@ class TrainConfig:
     threads: int | None = None        # CPU threads (torch.set_num_threads)
     quiet: bool = False
     limit_molecules: int | None = None  # train on the first N training molecules (tests, overfitting)
+    init_from: str | None = None      # start from another run's last checkpoint (or a checkpoint folder)
+    keep_checkpoints: int = 2         # checkpoints kept on disk; 0 = all (studies at equal steps)
 
     def model_config(self, data: MoleculeSet, atom_types, dataset: str) -> ModelConfig:
         if self.preset not in PRESETS:
@@ -173,8 +175,20 @@ def _load_optimizer_tensors(opt, model, tensors: dict[str, torch.Tensor]) -> Non
                 opt.state[p][k] = v if k == "step" else v.to(device)
 
 
+def _optimizer_state_to_params(opt: torch.optim.Optimizer) -> None:
+    """Put each parameter's optimizer moments on that parameter's device (a checkpoint restored on
+    the CPU, then the model moved to a GPU). Adam's step counter stays where Adam keeps it."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for k, v in state.items():
+                if torch.is_tensor(v) and k != "step" and v.device != p.device:
+                    state[k] = v.to(p.device)
+
+
 class Checkpointer:
-    """run_dir/checkpoints/step-N/{state.safetensors,state.json} + run_dir/checkpoints/latest."""
+    """run_dir/checkpoints/step-N/{state.safetensors,state.json} + run_dir/checkpoints/latest;
+    keeps the newest `keep` checkpoints (0 = all)."""
 
     def __init__(self, run_dir: Path, keep: int = 2):
         self.root = Path(run_dir) / "checkpoints"
@@ -203,7 +217,7 @@ class Checkpointer:
         os.replace(tmp, final)
         write_atomic(self.root / "latest", lambda p: p.write_text(final.name))
         olds = sorted(p for p in self.root.glob("step-*") if p.is_dir() and p != final)
-        for p in olds[: max(0, len(olds) - (self.keep - 1))]:
+        for p in olds[: max(0, len(olds) - (self.keep - 1))] if self.keep else []:
             shutil.rmtree(p, ignore_errors=True)
         return final
 
@@ -231,11 +245,13 @@ def train(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     _check(cfg)
     run_dir = Path(cfg.run_dir)
-    ckpt = Checkpointer(run_dir)
+    ckpt = Checkpointer(run_dir, keep=cfg.keep_checkpoints)
     latest = ckpt.latest()
-    resumed_meta = None
-    if latest is not None:
+    resumed_meta, init_meta = None, None
+    if latest is not None:   # our own checkpoint wins: a restarted --init-from run resumes itself
         tensors, resumed_meta = Checkpointer.load(latest)
+    elif cfg.init_from:
+        tensors, init_meta = Checkpointer.load(_checkpoint_path(cfg.init_from))
 
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                     precision=cfg.precision)
@@ -243,13 +259,15 @@ def train(cfg: TrainConfig) -> dict:
     rank, world = fabric.global_rank, fabric.world_size
     train_set, valid_set, types, dataset = load_data(cfg)
     model_cfg = cfg.model_config(train_set, types, dataset)
-    if resumed_meta is not None:
-        saved = ModelConfig.from_dict(resumed_meta["model_config"])
+    for meta, where, hint in ((resumed_meta, run_dir, "use a new --run-dir"),
+                              (init_meta, cfg.init_from, "give the same preset, window and data")):
+        if meta is None:
+            continue
+        saved = ModelConfig.from_dict(meta["model_config"])
         if saved != model_cfg:
             diff = [f.name for f in dataclasses.fields(ModelConfig)
                     if getattr(saved, f.name) != getattr(model_cfg, f.name)]
-            raise EADError(f"{run_dir} holds a run with another model/data config ({', '.join(diff)}); "
-                           "use a new --run-dir")
+            raise EADError(f"{where} holds a run with another model/data config ({', '.join(diff)}); {hint}")
 
     torch.manual_seed(cfg.seed)  # initial weights
     model = build_denoiser(model_cfg)
@@ -257,15 +275,22 @@ def train(cfg: TrainConfig) -> dict:
     ema = {k: v.detach().clone() for k, v in model.named_parameters()}
     gradnorms = GradNormHistory()
     step, elapsed = 0, 0.0
-    if resumed_meta is not None:
+    lineage: list[dict] = []   # earlier runs this one continues (init_from), oldest first
+    source = resumed_meta or init_meta
+    if source is not None:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
         _load_optimizer_tensors(opt, model, tensors)
-        gradnorms = GradNormHistory(resumed_meta["gradnorms"])
-        step, elapsed = resumed_meta["step"], resumed_meta["elapsed_s"]
+        gradnorms = GradNormHistory(source["gradnorms"])
+        lineage = list(source.get("lineage", []))
         for g in opt.param_groups:
             g["lr"] = cfg.lr
+    if resumed_meta is not None:
+        step, elapsed = resumed_meta["step"], resumed_meta["elapsed_s"]
+    elif init_meta is not None:
+        lineage.append(_segment(init_meta, str(cfg.init_from)))
     model, opt = fabric.setup(model, opt)
+    _optimizer_state_to_params(opt)   # restored moments were loaded before setup moved the model
     device = fabric.device
     ema = {k: v.to(device) for k, v in ema.items()}
 
@@ -293,16 +318,15 @@ def train(cfg: TrainConfig) -> dict:
         tensors.update(_optimizer_tensors(opt, raw))
         meta = {"format": "ead-train-state", "step": step, "elapsed_s": elapsed,
                 "gradnorms": list(gradnorms.values), "model_config": model_cfg.to_dict(),
-                "train_config": dataclasses.asdict(cfg)}
+                "train_config": dataclasses.asdict(cfg), "device": _device_name(device),
+                "lineage": lineage}
         ckpt.save(step, tensors, meta)
         export(run_dir / "model")
 
     def ema_model() -> EAD:
-        raw = build_denoiser(model_cfg)
-        raw.load_state_dict({k: v.cpu() for k, v in ema.items()}, strict=False)
-        card = {"training_steps": step, "training_hours": round(elapsed / 3600, 3),
-                "batch_size": cfg.batch_size * world, "lr": cfg.lr, "ema_decay": cfg.ema_decay}
-        return EAD(model_cfg, raw, device="cpu", card=card)
+        meta = {"step": step, "elapsed_s": elapsed, "train_config": dataclasses.asdict(cfg),
+                "device": _device_name(device), "lineage": lineage}
+        return _ema_pipeline(model_cfg, ema, meta)
 
     def export(path: Path):
         ema_model().save_pretrained(path)
@@ -410,6 +434,67 @@ def sample_metrics(model: EAD, n: int, steps: int, seed: int) -> dict:
     return {k: m[k] for k in ("atom_stability", "molecule_stability", "validity") if k in m}
 
 
+def _card(meta: dict) -> dict:
+    """What the exported model says about its training (from a checkpoint's meta)."""
+    tc = meta["train_config"]
+    world = tc.get("devices", 1) * tc.get("num_nodes", 1)
+    step, lineage = meta["step"], meta.get("lineage", [])
+    card = {"training_steps": step, "training_hours": round(meta["elapsed_s"] / 3600, 3),
+            "batch_size": tc["batch_size"] * world, "lr": tc["lr"], "ema_decay": tc["ema_decay"],
+            "device": meta.get("device", "cpu")}
+    if lineage:   # this run continues others: say so, and give the totals
+        card["continues"] = lineage
+        card["total_training_steps"] = step + sum(seg["steps"] for seg in lineage)
+        card["total_training_hours"] = round(card["training_hours"] + sum(seg["hours"] for seg in lineage), 3)
+        card["total_molecules_seen"] = step * card["batch_size"] + sum(
+            seg["steps"] * seg["batch_size"] for seg in lineage)
+    return card
+
+
+def _ema_pipeline(model_cfg: ModelConfig, ema: dict, meta: dict) -> EAD:
+    raw = build_denoiser(model_cfg)
+    raw.load_state_dict({k: v.cpu() for k, v in ema.items()}, strict=False)
+    return EAD(model_cfg, raw, device="cpu", card=_card(meta))
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write the EMA weights of a training checkpoint (a run folder = its latest, or a step-N
+    folder) as a model folder that EAD.from_pretrained loads."""
+    tensors, meta = Checkpointer.load(_checkpoint_path(str(checkpoint)))
+    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    model = _ema_pipeline(ModelConfig.from_dict(meta["model_config"]), ema, meta)
+    return model.save_pretrained(out)
+
+
+def _checkpoint_path(path: str) -> Path:
+    """A run folder (its latest checkpoint) or a checkpoint folder itself."""
+    p = Path(path)
+    if (p / "state.json").exists():
+        return p
+    latest = Checkpointer(p).latest()
+    if latest is None:
+        raise EADError(f"--init-from {path}: no checkpoint there (want a run folder or a step-N folder)")
+    return latest
+
+
+def _segment(meta: dict, path: str) -> dict:
+    """One finished stretch of training, as recorded in the lineage of a run that continues it."""
+    tc = meta.get("train_config", {})
+    world = tc.get("devices", 1) * tc.get("num_nodes", 1)
+    return {"run": path, "steps": int(meta["step"]), "hours": round(meta["elapsed_s"] / 3600, 3),
+            "batch_size": int(tc.get("batch_size", 0)) * world, "lr": tc.get("lr"),
+            "device": meta.get("device", "cpu")}
+
+
+def _device_name(device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
 def _check(cfg: TrainConfig) -> None:
     if cfg.batch_size < 1:
         raise EADError("batch size must be ≥ 1")
@@ -417,6 +502,8 @@ def _check(cfg: TrainConfig) -> None:
         raise EADError("learning rate must be a positive number")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise EADError("EMA decay must be in [0, 1)")
+    if cfg.keep_checkpoints < 0:
+        raise EADError("keep-checkpoints must be ≥ 0 (0 keeps all)")
     if cfg.max_steps < 0 or cfg.ckpt_every < 1 or cfg.log_every < 1:
         raise EADError("max-steps ≥ 0, ckpt-every ≥ 1 and log-every ≥ 1 are required")
     if cfg.window < 0 or 2 * cfg.window > cfg.timesteps:

@@ -1,0 +1,175 @@
+"""Sample a grid of cells (model × sampler × options × seed) to compact .npz files, and evaluate
+them later, elsewhere: the model card, the equal-compute study and the sampler sweep all sample
+on whatever machine is fastest (a lent GPU) and are evaluated here, where RDKit lives.
+
+    # cells.json: [{"label": "c9-adaptive", "model": "runs/c9/model", "sampler": "adaptive",
+    #               "n": 500, "seeds": [0, 1], "options": {"async_ratio": 0.8}}, ...]
+    python benchmarks/sample_grid.py sample cells.json --out cells/ --device cuda
+    python benchmarks/sample_grid.py evaluate cells/ --json metrics.json
+
+Each (cell, seed) becomes LABEL-sSEED.npz: positions (float32, Å), atomic_numbers (uint8), offsets
+(int64, molecule m is atoms offsets[m]:offsets[m+1]) and meta (JSON text: the cell, the sampler's
+settings, network calls, seconds, device). No pickled objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# --------------------------------------------------------------------------------- files
+
+
+def save_cell(path: Path, molecules: list, meta: dict) -> None:
+    counts = np.array([len(z) for _, z in molecules], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, positions=np.concatenate([p for p, _ in molecules]).astype(np.float32),
+             atomic_numbers=np.concatenate([z for _, z in molecules]).astype(np.uint8),
+             offsets=offsets, meta=np.array(json.dumps(meta)))
+    os.replace(tmp, path)
+
+
+def load_cell(path: Path) -> tuple[list, dict]:
+    with np.load(path, allow_pickle=False) as f:
+        pos, z, off = f["positions"].astype(np.float64), f["atomic_numbers"].astype(np.int64), f["offsets"]
+        meta = json.loads(str(f["meta"]))
+    return [(pos[a:b], z[a:b]) for a, b in zip(off[:-1], off[1:])], meta
+
+
+def cell_files(folder: Path) -> list[Path]:
+    return sorted(Path(folder).glob("*-s*.npz"))
+
+
+# --------------------------------------------------------------------------------- sampling
+
+
+def sample_cells(cells: list[dict], out: Path, device: str = "auto", batch_size: int = 1000,
+                 deadline: float | None = None, worker: int = 0, workers: int = 1, log=print,
+                 cuda_graph: bool = False) -> int:
+    """Sample the cells (in order; this worker takes every `workers`-th (cell, seed) job) until
+    the deadline (unix time; a job is not started after it). Returns the number of files written."""
+    import torch
+
+    from ead.pipeline import EAD
+
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(c, s) for c in cells for s in c.get("seeds", [0])][worker::workers]
+    models: dict[str, EAD] = {}
+    done = 0
+    for cell, seed in jobs:
+        target = out / f"{cell['label']}-s{seed}.npz"
+        if target.exists():
+            continue
+        if deadline is not None and time.time() > deadline:
+            log(f"deadline: skipped {target.name}")
+            continue
+        if cell["model"] not in models:
+            models[cell["model"]] = EAD.from_pretrained(cell["model"], device=device)
+            if cuda_graph and models[cell["model"]].device.type == "cuda":
+                from ead.diffusion.sampler import accelerate
+
+                # replay one captured graph per batch (benchmarks/cuda_check.py: equal to 3e-7)
+                models[cell["model"]]._denoise = accelerate(models[cell["model"]].denoiser, cuda_graph=True)
+        model = models[cell["model"]]
+        opts = dict(cell.get("options", {}))
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.time()
+        mols, settings = model.sample_arrays(cell["n"], sampler=cell["sampler"], seed=seed,
+                                             batch_size=batch_size, **opts)
+        seconds = time.time() - t0
+        meta = {"cell": cell, "seed": seed, "settings": settings, "seconds": seconds, "cuda_graph": cuda_graph,
+                "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
+                "batch_size": batch_size, "model_card": model.card}
+        save_cell(target, mols, meta)
+        done += 1
+        log(f"{target.name}: {cell['n']} molecules, {settings['network_calls']} calls, {seconds:.1f} s")
+    return done
+
+
+# --------------------------------------------------------------------------------- evaluation
+
+METRICS = ("atom_stability", "molecule_stability", "validity", "valid_and_unique", "novelty", "connectivity")
+
+
+def evaluate_cells(folder: Path, posebusters: int = 0, reference: str | None = "qm9", log=print) -> dict:
+    """{label: {"runs": [per-seed metrics + meta], "mean": {...}, "sd": {...}}}."""
+    from ead.metrics.evaluate import evaluate_molecules
+
+    by_label: dict[str, dict] = {}
+    for path in cell_files(folder):
+        mols, meta = load_cell(path)
+        r = evaluate_molecules(mols, reference=reference)
+        row = {k: r.get(k) for k in METRICS}
+        if posebusters:
+            pb = evaluate_molecules(mols[:posebusters], reference=None, checks=("protocol", "posebusters"))
+            row["posebusters"] = (pb.get("posebusters") or {}).get("overall")
+        row.update({"seed": meta["seed"], "n": len(mols), "network_calls": meta["settings"]["network_calls"],
+                    "seconds": meta["seconds"], "device": meta["device"], "settings": meta["settings"]})
+        entry = by_label.setdefault(meta["cell"]["label"], {"cell": meta["cell"], "runs": [],
+                                                            "model_card": meta.get("model_card", {})})
+        entry["runs"].append(row)
+        log(f"{path.name}: " + ", ".join(f"{k} {row[k]:.3f}" for k in METRICS if row.get(k) is not None))
+    for entry in by_label.values():
+        keys = [k for k in (*METRICS, "posebusters", "network_calls", "seconds")
+                if all(r.get(k) is not None for r in entry["runs"])]
+        vals = {k: np.array([r[k] for r in entry["runs"]], dtype=float) for k in keys}
+        entry["mean"] = {k: float(v.mean()) for k, v in vals.items()}
+        entry["sd"] = {k: float(v.std(ddof=1)) if len(v) > 1 else None for k, v in vals.items()}
+        entry["molecules"] = int(sum(r["n"] for r in entry["runs"]))
+    return by_label
+
+
+def pct(mean: float | None, sd: float | None = None) -> str:
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sample", help="sample the cells of a JSON file")
+    s.add_argument("cells")
+    s.add_argument("--out", required=True)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=int, default=1000)
+    s.add_argument("--deadline", type=float, default=None, help="unix time after which no job starts")
+    s.add_argument("--worker", type=int, default=0)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--cuda-graph", action="store_true", help="replay the denoiser as a CUDA graph")
+    e = sub.add_parser("evaluate", help="evaluate sampled cells")
+    e.add_argument("folder")
+    e.add_argument("--json", default=None)
+    e.add_argument("--posebusters", type=int, default=0, help="PoseBusters on the first K of each file")
+    a = p.parse_args(argv)
+    if a.cmd == "sample":
+        if a.threads:
+            import torch
+
+            torch.set_num_threads(a.threads)
+        cells = json.loads(Path(a.cells).read_text())
+        n = sample_cells(cells, Path(a.out), a.device, a.batch_size, a.deadline, a.worker, a.workers,
+                         log=lambda m: print(m, file=sys.stderr, flush=True), cuda_graph=a.cuda_graph)
+        print(f"worker {a.worker}: wrote {n} files")
+        return 0
+    res = evaluate_cells(Path(a.folder), a.posebusters)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1, default=str))
+    for label, entry in res.items():
+        m, sd = entry["mean"], entry["sd"]
+        print(f"{label}: n={entry['molecules']} " + " ".join(
+            f"{k}={pct(m.get(k), sd.get(k))}" for k in METRICS if k in m))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
