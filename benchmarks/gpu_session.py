@@ -171,7 +171,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--val-every", type=int, default=2000)
     p.add_argument("--study-ckpt-every", type=int, default=500)
-    p.add_argument("--ship-from", default="training/qm9-small-c9")
+    p.add_argument("--ship-from", default="training/qm9-small-c9-gpu",
+                   help="the shipped run: resumed if its batch size is --batch-size, else continued")
     p.add_argument("--n-card", type=int, default=1000)
     p.add_argument("--n-study", type=int, default=500)
     p.add_argument("--n-sweep", type=int, default=500)
@@ -196,7 +197,14 @@ def main(argv=None) -> int:
     runs = s.work / "runs"
     hours = max(30.0, a.train_until - s.now() - 25) / 3600
     procs = {}
-    specs = {"ship": (9, ["--init-from", a.ship_from, "--ckpt-every", "1000"]),
+    ship_extra = ["--init-from", a.ship_from, "--ckpt-every", "1000"]
+    src_cfg = Path(a.ship_from) / "train_config.json"
+    if src_cfg.exists() and json.loads(src_cfg.read_text()).get("batch_size") == a.batch_size:
+        # same batch size: resume that very run (its step count goes on) instead of starting a
+        # new stretch of its lineage
+        shutil.copytree(a.ship_from, runs / "ship")
+        ship_extra = ["--ckpt-every", "1000"]
+    specs = {"ship": (9, ship_extra),
              "c0": (0, ["--ckpt-every", str(a.study_ckpt_every), "--keep-checkpoints", "0"]),
              "c9": (9, ["--ckpt-every", str(a.study_ckpt_every), "--keep-checkpoints", "0"])}
     for name, (window, extra) in specs.items():
