@@ -1,10 +1,21 @@
-"""Plot a run's log.csv (loss, validation loss, and stability where logged) to a PNG.
+"""Plot the training of a run and of the runs it continues (its lineage, from --init-from) to a PNG:
+loss and validation loss, and molecule stability, against molecules seen (runs with different
+batch sizes share one axis).
 
-    .venv/bin/python benchmarks/plot_training.py training/qm9-small-c9/log.csv docs/figures/training_qm9.png
+    .venv/bin/python benchmarks/plot_training.py training/qm9-small-c9-gpu docs/figures/training_qm9.png \
+        --points docs/figures/model_card_history.json
+
+--points: a JSON list of measured samples, {"molecules_seen", "sampler", "n", "molecule_stability",
+"atom_stability", "validity"}, e.g. each model-card measurement; stability logged during training
+(ead train --sample-every) is plotted too.
 """
 
+from __future__ import annotations
+
+import argparse
 import csv
-import sys
+import json
+from pathlib import Path
 
 import matplotlib
 
@@ -12,29 +23,59 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def main(log_path: str, out: str) -> None:
-    rows = list(csv.DictReader(open(log_path)))
-    col = lambda k: [(int(r["step"]), float(r[k])) for r in rows if r.get(k)]  # noqa: E731
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (("loss", "training loss (running mean)"), ("val_loss", "validation loss (EMA)")):
-        pts = col(key)
-        if pts:
-            ax[0].plot(*zip(*pts), label=label, marker="o" if key == "val_loss" else None)
-    ax[0].set_xlabel("step (batch 64)")
+def segments(run: Path) -> list[tuple[Path, int, int, int | None]]:
+    """[(log.csv, batch size, molecules seen before it, its last step or None)] for the lineage
+    of run, oldest first."""
+    card = json.loads((run / "model" / "config.json").read_text()).get("card", {})
+    out, seen = [], 0
+    for seg in card.get("continues", []):
+        out.append((Path(seg["run"]) / "log.csv", seg["batch_size"], seen, seg["steps"]))
+        seen += seg["steps"] * seg["batch_size"]
+    out.append((run / "log.csv", card.get("batch_size", 64), seen, None))
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run")
+    p.add_argument("out")
+    p.add_argument("--points", default=None)
+    a = p.parse_args(argv)
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    stab = []
+    for k, (log, batch, offset, last) in enumerate(segments(Path(a.run))):
+        rows = [r for r in csv.DictReader(open(log)) if last is None or int(r["step"]) <= last]
+        x = lambda r: (offset + int(r["step"]) * batch) / 1e6  # noqa: E731
+        loss = [(x(r), float(r["loss"])) for r in rows if r.get("loss")]
+        val = [(x(r), float(r["val_loss"])) for r in rows if r.get("val_loss")]
+        name = f"{log.parent.name} (batch {batch})"
+        if loss:
+            ax[0].plot(*zip(*loss), lw=1, label=f"training loss, {name}")
+        if val:
+            ax[0].plot(*zip(*val), "o-", ms=4, label=f"validation loss (EMA), {name}")
+        stab += [(x(r), float(r["molecule_stability"]), "logged during training (100 mol., 100 steps)")
+                 for r in rows if r.get("molecule_stability")]
+        if k:
+            ax[0].axvline(offset / 1e6, color="grey", ls=":", lw=1)
+    ax[0].set_xlabel("molecules seen (millions)")
     ax[0].set_ylabel("ε-prediction MSE")
     ax[0].set_yscale("log")
-    ax[0].legend()
-    stab = col("molecule_stability")
+    ax[0].legend(fontsize=7)
+    if a.points:
+        for pt in json.loads(Path(a.points).read_text()):
+            stab.append((pt["molecules_seen"] / 1e6, pt["molecule_stability"], f"{pt['sampler']}, 1000 steps"))
+            ax[1].annotate(f"n={pt['n']}", (pt["molecules_seen"] / 1e6, 100 * pt["molecule_stability"]),
+                           fontsize=6, xytext=(4, -8), textcoords="offset points")
+    for label in sorted({s[2] for s in stab}):
+        pts = sorted((x, y) for x, y, lab in stab if lab == label)
+        ax[1].plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", label=label)
     if stab:
-        ax[1].plot(*zip(*stab), marker="o")
-        ax[1].set_ylabel("molecule stability")
-    else:
-        ax[1].text(0.5, 0.5, "no stability logged in this run\n(ead train --sample-every N)",
-                   ha="center", va="center", transform=ax[1].transAxes)
-    ax[1].set_xlabel("step")
+        ax[1].legend(fontsize=7)
+    ax[1].set_xlabel("molecules seen (millions)")
+    ax[1].set_ylabel("molecule stability (%)")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(a.out, dpi=110)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main()

@@ -72,11 +72,7 @@ def sample_cells(cells: list[dict], out: Path, device: str = "auto", batch_size:
             continue
         if cell["model"] not in models:
             models[cell["model"]] = EAD.from_pretrained(cell["model"], device=device)
-            if cuda_graph and models[cell["model"]].device.type == "cuda":
-                from ead.diffusion.sampler import accelerate
-
-                # replay one captured graph per batch (benchmarks/cuda_check.py: equal to 3e-7)
-                models[cell["model"]]._denoise = accelerate(models[cell["model"]].denoiser, cuda_graph=True)
+            models[cell["model"]].cuda_graph = cuda_graph   # the pipeline's own switch (GPU only)
         model = models[cell["model"]]
         opts = dict(cell.get("options", {}))
         if model.device.type == "cuda":

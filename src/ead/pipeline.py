@@ -71,6 +71,10 @@ class EAD:
         self.encoder = FeatureEncoder(config.atom_types, config.include_charges)
         self.sampler_defaults = {**DEFAULT_SAMPLER, **(sampler_defaults or {})}
         self.card = card or {}
+        # On a GPU the sampling loop replays the denoiser as one captured CUDA graph per batch
+        # (2.1x faster per call on an H200, outputs equal to 3e-7: docs/speed.md); False = eager.
+        self.cuda_graph = True
+        self._graphed = None
 
     # ---------------------------------------------------------------- persistence
     @classmethod
@@ -144,6 +148,12 @@ class EAD:
         return make_schedule(name, self.noise, **opts)
 
     def _denoise(self, z_x, z_h, time, mol, num_molecules, edges, context):
+        if self.cuda_graph and z_x.device.type == "cuda":
+            if self._graphed is None:
+                from .diffusion.sampler import accelerate
+
+                self._graphed = accelerate(self.denoiser, cuda_graph=True)
+            return self._graphed(z_x, z_h, time, mol, num_molecules, edges, context)
         return self.denoiser(z_x, z_h, time, mol, num_molecules, edges, context)
 
     def sample_batches(self, n: int, sampler: str | None = None, seed: int = 0, batch_size: int = 256,

@@ -211,7 +211,7 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
             return torch.full_like(state.t, self._warm[self._k])
         t = state.t
         active = t > 0
-        if not bool(active.any()):
+        if not bool(active.any()):   # the one host sync per step: is anything left to do?
             return None
         filled = self._count.clamp(max=self.history).clamp_min(1).to(self._vel.dtype)
         vbar = self._vel.sum(1) / filled
@@ -227,15 +227,14 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
         return torch.minimum(s, lead[state.mol] + 2 * self.window)
 
     def observe(self, before, z_x, z_h, s):
+        # masked writes, no data-dependent shapes: no host sync on a GPU
         moved = s < before.t
-        if not bool(moved.any()):
-            return
         dz = torch.cat([z_x - before.z_x, z_h - before.z_h], -1).norm(dim=-1)
         rate = dz / ((before.t - s).clamp_min(1).to(dz.dtype) / self._stride)
-        slot = self._count % self.history
-        idx = torch.nonzero(moved).squeeze(-1)
-        self._vel[idx, slot[idx]] = rate[idx].to(self._vel.dtype)
-        self._count[idx] += 1
+        slot = (self._count % self.history).unsqueeze(1)
+        kept = self._vel.gather(1, slot).squeeze(1)
+        self._vel.scatter_(1, slot, torch.where(moved, rate.to(self._vel.dtype), kept).unsqueeze(1))
+        self._count += moved.long()
 
     def settings(self):
         return {**super().settings(), "window": self.window, "async_ratio": self.async_ratio,
@@ -247,7 +246,8 @@ def _rank_within_molecule(values: torch.Tensor, mol: torch.Tensor, num_molecules
     atom index; and the atom count of each molecule."""
     order = torch.argsort(values, stable=True)
     order = order[torch.argsort(mol[order], stable=True)]
-    count = torch.bincount(mol, minlength=num_molecules)
+    count = torch.zeros(num_molecules, dtype=mol.dtype, device=mol.device).index_add_(
+        0, mol, torch.ones_like(mol))   # bincount would sync with the host on a GPU
     start = torch.cumsum(count, 0) - count
     rank = torch.empty_like(mol)
     rank[order] = torch.arange(len(mol), device=mol.device) - start[mol[order]]
