@@ -141,3 +141,33 @@ def test_data_parallel_training_on_two_cpu_processes(trained):
     rows = (run / "log.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == ["1", "2"]
     assert (run / "model" / "model.safetensors").exists()
+
+
+def test_tab_completion_script_completes_verbs_options_and_choices(tmp_path):
+    """`ead completion bash` is generated from the parser; run it in a real bash and complete."""
+    import shutil
+    import subprocess
+
+    from ead.cli import build_parser, completion_script
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    script = tmp_path / "ead.bash"
+    script.write_text(completion_script(build_parser(), "bash"))
+
+    def complete(*words):
+        line = " ".join(["ead", *words])
+        quoted = " ".join(f"'{w}'" for w in words)
+        cmd = (f"source {script}; COMP_WORDS=(ead {quoted}); COMP_CWORD={len(words)}; _ead_complete; "
+               'printf "%s\\n" "${COMPREPLY[@]}"')
+        out = subprocess.run([bash, "-c", cmd], capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == 0, (line, out.stderr)
+        return out.stdout.split()
+
+    assert complete("sa") == ["sample"]
+    assert "--sampler" in complete("sample", "--sam") and "--steps" not in complete("sample", "--sam")
+    assert complete("sample", "--sampler", "ad") == ["adaptive"]
+    assert "--init-from" in complete("train", "--in")
+    assert complete("train", "--preset", "") == ["paper", "medium", "small", "tiny", "micro"]
+    assert complete("completion", "") == ["bash", "zsh"]
