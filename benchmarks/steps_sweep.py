@@ -40,6 +40,9 @@ def parse_args(argv):
     ap.add_argument("--out-md", default="docs/steps_sweep.md")
     ap.add_argument("--out-png", default="docs/figures/steps_sweep.png")
     ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument("--from-cells", nargs="+", metavar="DIR",
+                    help="no sampling: score cells drawn by benchmarks/sample_grid.py (labels "
+                         "steps-SAMPLER-K, and card-SAMPLER for 1000 steps)")
     return ap.parse_args(argv)
 
 
@@ -62,15 +65,13 @@ def score(arrays) -> dict:
 def run(args) -> list[dict]:
     import torch
 
-    from ead.diffusion.sampler import accelerate
     from ead.pipeline import EAD
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model = EAD.from_pretrained(args.model, device=args.device)
     if args.bf16:
-        # EAD.sample_batches calls self._denoise: an instance attribute takes its place
-        model._denoise = accelerate(model.denoiser, autocast="bf16")
+        model.autocast = "bf16"
     rows = []
     for spacing in args.spacing.split(","):
         for sampler in args.samplers.split(","):
@@ -90,6 +91,26 @@ def run(args) -> list[dict]:
     return rows
 
 
+def rows_from_cells(folders: list[str], samplers: list[str]) -> list[dict]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sample_grid import cell_files, load_cell
+
+    rows = []
+    for folder in folders:
+        for path in cell_files(Path(folder)):
+            arrays, meta = load_cell(path)
+            label, settings = meta["cell"]["label"], meta["settings"]
+            parts = label.split("-")
+            if parts[0] not in ("steps", "card") or parts[1] not in samplers:
+                continue
+            rows.append({"sampler": parts[1], "spacing": settings.get("spacing", "uniform"),
+                         "steps": settings["steps"], "n": len(arrays),
+                         "atoms": int(sum(len(z) for _, z in arrays)), "network_calls": settings["network_calls"],
+                         "seconds": meta["seconds"], "device": meta.get("device", "cpu"), **score(arrays)})
+            print(f"{path.name}: mol. stability {100 * rows[-1]['molecule_stability']:.1f}%", flush=True)
+    return sorted(rows, key=lambda r: (r["sampler"], r["spacing"], -r["steps"]))
+
+
 def _pct(p, n) -> str:
     if p is None:
         return "–"
@@ -106,8 +127,9 @@ def _machine() -> str:
 
 def markdown(rows: list[dict], args, argv) -> str:
     L = ["# Molecule stability against sampling steps", "",
-         f"Model `{args.model}`, {rows[0]['n'] if rows else 0} molecules per cell, seed {args.seed}"
-         f"{', bf16 autocast' if args.bf16 else ''}; {_machine()}, "
+         f"Model `{args.model}`, {'/'.join(str(v) for v in sorted({r['n'] for r in rows}))} molecules per cell, seed {args.seed}"
+         f"{', bf16 autocast' if args.bf16 else ''}; sampled on "
+         f"{', '.join(sorted({r.get('device') or _machine() for r in rows})) if args.from_cells else _machine()}, "
          f"{datetime.date.today()}. Made by",
          "", "```", "python benchmarks/steps_sweep.py " + " ".join(shlex.quote(a) for a in argv),
          "```", "",
@@ -115,8 +137,8 @@ def markdown(rows: list[dict], args, argv) -> str:
          "1000-step molecule stability (target: |Δ| ≤ 2 points at 100 steps). Calls = network "
          "evaluations per molecule batch, time = wall-clock for all molecules of the cell.", ""]
     L.append("| sampler | spacing | steps | molecule stab. % | Δ vs 1000 | atom stab. % | validity % "
-             "| calls | time s |")
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+             "| calls | time s | sampled on |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         base = next((b for b in rows if b["sampler"] == r["sampler"] and b["spacing"] == r["spacing"]
                      and b["steps"] == 1000), None)
@@ -125,7 +147,7 @@ def markdown(rows: list[dict], args, argv) -> str:
         L.append(f"| {r['sampler']} | {r['spacing']} | {r['steps']} | "
                  f"{_pct(r['molecule_stability'], r['n'])} | {delta} | "
                  f"{_pct(r['atom_stability'], r['atoms'])} | {_pct(r['validity'], r['n'])} | "
-                 f"{r['network_calls']} | {r['seconds']:.1f} |")
+                 f"{r['network_calls']} | {r['seconds']:.1f} | {r.get('device', 'this machine')} |")
     return "\n".join(L) + "\n"
 
 
@@ -163,7 +185,7 @@ def plot(rows: list[dict], path: str) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    rows = run(args)
+    rows = rows_from_cells(args.from_cells, args.samplers.split(",")) if args.from_cells else run(args)
     md = markdown(rows, args, argv)
     Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(args.out_png, Path(args.out_md).parent)

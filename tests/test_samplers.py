@@ -170,3 +170,19 @@ def test_sample_is_reproducible_and_returns_rdkit(model):
     pb = np.concatenate([m.GetConformer().GetPositions() for m in b])
     assert np.allclose(pa, pb)
     assert a[0].GetProp("ead_sampler") == "adaptive" and a[0].GetConformer().Is3D()
+
+
+def test_bf16_sampling_is_opt_in_and_recorded(model):
+    """EAD.autocast = "bf16" runs the network in bfloat16 (CPU autocast here); the molecules stay
+    finite, differ from float32 only by the rounding, and the settings say which precision."""
+    ref, s32 = next(model.sample_batches(3, sampler="synchronous", steps=5, seed=1))
+    model.autocast = "bf16"
+    try:
+        low, s16 = next(model.sample_batches(3, sampler="synchronous", steps=5, seed=1))
+    finally:
+        model.autocast = None
+    assert "precision" not in s32 and s16["precision"] == "bf16"
+    assert torch.isfinite(low.positions).all()
+    assert not torch.equal(low.positions, ref.positions)
+    rel = float((low.positions - ref.positions).norm() / ref.positions.norm())
+    assert rel < 0.2, rel

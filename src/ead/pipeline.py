@@ -74,7 +74,9 @@ class EAD:
         # On a GPU the sampling loop replays the denoiser as one captured CUDA graph per batch
         # (2.1x faster per call on an H200, outputs equal to 3e-7: docs/speed.md); False = eager.
         self.cuda_graph = True
-        self._graphed = None
+        # None = float32; "bf16" = the network in bfloat16 autocast (the noise process stays fp32)
+        self.autocast: str | None = None
+        self._accelerated: tuple | None = None
 
     # ---------------------------------------------------------------- persistence
     @classmethod
@@ -148,13 +150,15 @@ class EAD:
         return make_schedule(name, self.noise, **opts)
 
     def _denoise(self, z_x, z_h, time, mol, num_molecules, edges, context):
-        if self.cuda_graph and z_x.device.type == "cuda":
-            if self._graphed is None:
-                from .diffusion.sampler import accelerate
+        graph = bool(self.cuda_graph) and z_x.device.type == "cuda"
+        if not graph and self.autocast is None:
+            return self.denoiser(z_x, z_h, time, mol, num_molecules, edges, context)
+        key = (graph, self.autocast)
+        if self._accelerated is None or self._accelerated[0] != key:
+            from .diffusion.sampler import accelerate
 
-                self._graphed = accelerate(self.denoiser, cuda_graph=True)
-            return self._graphed(z_x, z_h, time, mol, num_molecules, edges, context)
-        return self.denoiser(z_x, z_h, time, mol, num_molecules, edges, context)
+            self._accelerated = (key, accelerate(self.denoiser, autocast=self.autocast, cuda_graph=graph))
+        return self._accelerated[1](z_x, z_h, time, mol, num_molecules, edges, context)
 
     def sample_batches(self, n: int, sampler: str | None = None, seed: int = 0, batch_size: int = 256,
                        num_atoms=None, on_step=None, **options) -> Iterator[tuple[SampleResult, dict]]:
@@ -176,7 +180,8 @@ class EAD:
             chunk = sizes[start : start + batch_size].to(self.device)
             res = run_sampler(self._denoise, self.noise, schedule, chunk, self.config.num_features,
                               len(self.config.atom_types), gen, on_step=on_step)
-            yield res, {**schedule.settings(), "seed": int(seed), "model_preset": self.config.preset}
+            yield res, {**schedule.settings(), "seed": int(seed), "model_preset": self.config.preset,
+                        **({"precision": self.autocast} if self.autocast else {})}
 
     def sample_arrays(self, n: int, **kwargs) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
         """n molecules as (positions [m,3] Å, atomic_numbers [m]) numpy pairs, and the settings."""
