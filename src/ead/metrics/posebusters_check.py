@@ -49,16 +49,19 @@ def posebusters_metrics(mols: MoleculeSet, graph: BondGraph | None = None,
     except ImportError:
         raise EADError(INSTALL_HINT) from None
     rd_mols = list(graph_mols(mols, graph, conformer=True))
-    logger = logging.getLogger("posebusters")
-    level = logger.level
-    # PoseBusters logs a warning for every molecule it cannot fully check; here that is an
-    # expected outcome (counted as a failed check), not news for the user.
-    logger.setLevel(logging.ERROR)
+    # PoseBusters logs a warning for every molecule it cannot fully check, and routes RDKit's own
+    # messages (one per check of an invalid molecule) to the Python logger "rdkit": here both are
+    # expected outcomes (counted as failed checks), not news for the user.
+    loggers = [logging.getLogger("posebusters"), logging.getLogger("rdkit")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
     try:
         with rdBase.BlockLogs():
             table = PoseBusters(config=_mol_config(), max_workers=workers).bust(rd_mols)
     finally:
-        logger.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
     checks = [c for c in table.columns if c not in ("file", "molecule", "position")]
     # NaN (not run) -> False; booleans and 0/1 floats both compare as intended
     passed = np.stack([table[c].map(lambda v: v is True or v == 1).to_numpy(dtype=bool)
