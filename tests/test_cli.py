@@ -171,3 +171,20 @@ def test_tab_completion_script_completes_verbs_options_and_choices(tmp_path):
     assert "--init-from" in complete("train", "--in")
     assert complete("train", "--preset", "") == ["paper", "medium", "small", "tiny", "micro"]
     assert complete("completion", "") == ["bash", "zsh"]
+
+
+@pytest.mark.parametrize("content,message", [('{"format": "x"}', "not an EAD model config"),
+                                             ("garbage{", "corrupt model config"), (None, "missing model config")])
+def test_bad_model_config_is_one_line_for_every_verb(tmp_path, capsys, content, message):
+    """One reader (ead.config.read_model_meta) for sample, info and the Python API."""
+    from ead.cli import main
+
+    (tmp_path / "m").mkdir()
+    if content is not None:
+        (tmp_path / "m" / "config.json").write_text(content)
+    for argv in (["sample", "--model", str(tmp_path / "m"), "-n", "1", "-o", str(tmp_path / "o.sdf")],
+                 ["info", "--model", str(tmp_path / "m")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o.sdf").exists()

@@ -290,6 +290,7 @@ def _run_info(args) -> int:
 
     import torch
 
+    from .config import read_model_meta
     from .data.qm9 import cache_dir
     from .pipeline import PRETRAINED_DIR, available_models
 
@@ -300,10 +301,7 @@ def _run_info(args) -> int:
     print(f"shipped models: {', '.join(models) or 'none'} ({PRETRAINED_DIR})")
     for name in ([args.model] if args.model else models):
         cfg_path = (Path(name) if Path(name).exists() else PRETRAINED_DIR / name) / "config.json"
-        try:
-            meta = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise EADError(f"no readable model config at {cfg_path}") from None
+        meta = read_model_meta(cfg_path)
         m = meta.get("model", {})
         print(f"  {name}: preset {m.get('preset')} ({m.get('layers')}×{m.get('hidden')}), window C="
               f"{m.get('window')}, T={m.get('timesteps')}, sampler defaults {meta.get('sampler_defaults')}")

@@ -90,12 +90,18 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: Path) -> "ModelConfig":
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise EADError(f"missing model config {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise EADError(f"corrupt model config {path}: {e}") from None
-        if not isinstance(d, dict) or d.get("format") != "ead-model":
-            raise EADError(f"{path} is not an EAD model config")
-        return cls.from_dict(d["model"])
+        return cls.from_dict(read_model_meta(path)["model"])
+
+
+def read_model_meta(path: Path) -> dict:
+    """The JSON of a model folder's config.json (format, model config, sampler defaults, card),
+    checked to be one: the single reader for every place that opens a model."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        raise EADError(f"missing model config {path}") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EADError(f"corrupt model config {path}: {e}") from None
+    if not isinstance(d, dict) or d.get("format") != "ead-model" or not isinstance(d.get("model"), dict):
+        raise EADError(f"{path} is not an EAD model config")
+    return d

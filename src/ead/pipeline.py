@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import EADError, __version__
-from .config import ModelConfig
+from .config import ModelConfig, read_model_meta
 from .data.batch import FeatureEncoder
 from .diffusion.noise import NoiseSchedule
 from .diffusion.sampler import SampleResult, run_sampler
@@ -93,14 +93,7 @@ class EAD:
         if not path.is_dir():
             raise EADError(f"no model at {name_or_path} (expected a folder with {CONFIG_NAME} and "
                            f"{WEIGHTS_NAME}, or a shipped name: {', '.join(available_models()) or 'none'})")
-        try:
-            meta = json.loads((path / CONFIG_NAME).read_text())
-        except FileNotFoundError:
-            raise EADError(f"missing {CONFIG_NAME} in {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise EADError(f"corrupt {path / CONFIG_NAME}: {e}") from None
-        if not isinstance(meta, dict) or meta.get("format") != "ead-model":
-            raise EADError(f"{path / CONFIG_NAME} is not an EAD model config")
+        meta = read_model_meta(path / CONFIG_NAME)
         config = ModelConfig.from_dict(meta["model"])
         denoiser = build_denoiser(config)
         try:
