@@ -736,24 +736,18 @@ def format_report(r: BenchResult) -> str:
              + (" (--quick: tiny sizes, figures not meaningful)" if cfg.quick else ""))
     pk = r.peak_gflops["fp32"]
     L.append("")
-    L.append("training step (loss + backward + clip + AdamW + EMA)")
-    L.append(f"{'preset':8} {'layout':7} {'s/step':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'%peak':>6} "
-             f"{'peak RSS MB':>11} {'+MB':>7} {'busy':>5}")
-    for row in r.rows:
-        gfs = row["train_gflop"] / row["train_s"]
-        L.append(f"{row['preset']:8} {row['layout']:7} {row['train_s']:8.3f} {row['train_gflop']:8.1f} "
-                 f"{gfs:8.1f} {100 * gfs / pk:5.1f}% {row['train_peak_mb']:11.0f} "
-                 f"{row['train_delta_mb']:7.0f} {row['train_other_cores']:5.2f}")
-    L.append("")
-    L.append(f"sampling: one network call on {cfg.sample_batch} molecules")
-    L.append(f"{'preset':8} {'layout':7} {'s/call':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'%peak':>6} "
-             f"{'peak RSS MB':>11} {'+MB':>7} {'busy':>5}")
-    for row in r.rows:
-        gfs = row["call_gflop"] / row["call_s"]
-        L.append(f"{row['preset']:8} {row['layout']:7} {row['call_s']:8.3f} {row['call_gflop']:8.1f} "
-                 f"{gfs:8.1f} {100 * gfs / pk:5.1f}% {row['sample_peak_mb']:11.0f} "
-                 f"{row['sample_delta_mb']:7.0f} {row['sample_other_cores']:5.2f}")
-    L.append("")
+    for title, unit, key, prefix in (("training step (loss + backward + clip + AdamW + EMA)", "s/step", "train", "train"),
+                                     (f"sampling: one network call on {cfg.sample_batch} molecules", "s/call",
+                                      "call", "sample")):
+        L.append(title)
+        L.append(f"{'preset':8} {'layout':7} {unit:>8} {'GFLOP':>8} {'GFLOP/s':>8} {'%peak':>6} "
+                 f"{'peak RSS MB':>11} {'+MB':>7} {'busy':>5}")
+        for row in r.rows:
+            secs, gflop = row[f"{key}_s"], row[f"{key}_gflop"]
+            L.append(f"{row['preset']:8} {row['layout']:7} {secs:8.3f} {gflop:8.1f} {gflop / secs:8.1f} "
+                     f"{100 * gflop / secs / pk:5.1f}% {row[f'{prefix}_peak_mb']:11.0f} "
+                     f"{row[f'{prefix}_delta_mb']:7.0f} {row[f'{prefix}_other_cores']:5.2f}")
+        L.append("")
     L.append(f"sampling throughput, molecules/s — EXTRAPOLATED: calls(S) × s/call (best of "
              f"{cfg.timed_calls} timed calls) + loop overhead(S) (the real sampler run over all S "
              "steps with a zero-cost network)")
@@ -764,9 +758,10 @@ def format_report(r: BenchResult) -> str:
         dense = next((x for x in r.rows if x["preset"] == preset and x["layout"] == "dense"), None)
         for (s, steps), lp in r.loops.items():
             f = flat["throughput"][(s, steps)]
-            d = dense["throughput"][(s, steps)] if dense else float("nan")
+            d = dense["throughput"][(s, steps)] if dense else None
+            vs = f"{d:11.4f} {f / d:9.1f}×" if d else f"{'–':>11} {'–':>10}"   # --no-dense
             L.append(f"{preset:8} {s:12} {steps:5d} {lp['calls']:5d} {lp['overhead_s']:7.2f} {f:10.3f} "
-                     f"{1 / f:8.2f} {d:11.4f} {f / d:9.1f}×")
+                     f"{1 / f:8.2f} {vs}")
     L.append("")
     L.append("ratios, flat (this package) over dense (EDM layout), same weights, same machine:")
     for preset in cfg.presets:
