@@ -4,6 +4,7 @@ on whatever machine is fastest (a lent GPU) and are evaluated here, where RDKit 
 
     # cells.json: [{"label": "c9-adaptive", "model": "runs/c9/model", "sampler": "adaptive",
     #               "n": 500, "seeds": [0, 1], "options": {"async_ratio": 0.8}}, ...]
+    #   (optional per cell: "precision": "bf16" for the network in bfloat16 autocast)
     python benchmarks/sample_grid.py sample cells.json --out cells/ --device cuda
     python benchmarks/sample_grid.py evaluate cells/ --json metrics.json
 
@@ -74,6 +75,7 @@ def sample_cells(cells: list[dict], out: Path, device: str = "auto", batch_size:
             models[cell["model"]] = EAD.from_pretrained(cell["model"], device=device)
             models[cell["model"]].cuda_graph = cuda_graph   # the pipeline's own switch (GPU only)
         model = models[cell["model"]]
+        model.autocast = "bf16" if cell.get("precision") == "bf16" else None
         opts = dict(cell.get("options", {}))
         if model.device.type == "cuda":
             torch.cuda.synchronize()
