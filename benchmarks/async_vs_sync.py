@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_grid import evaluate_cells  # noqa: E402
+from sample_grid import evaluated_report  # noqa: E402
 
 BEGIN, END = "<!-- study-table:begin -->", "<!-- study-table:end -->"
 SAMPLERS = ("synchronous", "adaptive")
@@ -117,25 +117,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--update-doc", default=None, help="replace the table between the markers in this file")
     a = p.parse_args(argv)
-    res = evaluate_cells(Path(a.cells), log=lambda m: print(m, file=sys.stderr))
-    res = {k: v for k, v in res.items() if k.startswith("study-")}
-    if not res:
-        print("no study-* cells found", file=sys.stderr)
-        return 2
-    text = table(res, Path(a.logs) if a.logs else None, a.step)
-    print(text)
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=1, default=str))
-    if a.update_doc:
-        doc = Path(a.update_doc)
-        body = doc.read_text()
-        if BEGIN not in body or END not in body:
-            print(f"{doc} has no {BEGIN} … {END} markers", file=sys.stderr)
-            return 2
-        head, rest = body.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        doc.write_text(head + BEGIN + "\n" + text + "\n" + END + tail)
-    return 0
+    return evaluated_report(a.cells, ("study-",), lambda res: table(res, Path(a.logs) if a.logs else None, a.step),
+                            a.json, a.update_doc, BEGIN, END)
 
 
 if __name__ == "__main__":

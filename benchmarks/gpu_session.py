@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 ROOT = HERE.parent
 PY = sys.executable
 PART = 15 * 2**20
@@ -148,13 +149,9 @@ def cells(a, ship_model: Path | None, study: dict[str, Path]) -> list[dict]:
             out.append({"label": f"steps-{sampler}-{k}", "model": str(ship_model), "sampler": sampler,
                         "n": a.n_sweep, "seeds": [0],
                         "options": {"steps": k, **(adaptive if sampler == "adaptive" else {})}})
-    for lam in (0.6, 0.7, 0.8, 0.9, 1.0):
-        for w in (1, 2, 5):
-            out.append({"label": f"sweep-l{lam}-w{w}", "model": str(ship_model), "sampler": "adaptive",
-                        "n": a.n_sweep, "seeds": [0], "options": {**steps, "async_ratio": lam, "history": w}})
-    for ta in (1000, 750, 250):   # 500 (the default) is sweep-l0.8-w2
-        out.append({"label": f"warmup-{ta}", "model": str(ship_model), "sampler": "adaptive",
-                    "n": a.n_sweep, "seeds": [0], "options": {**steps, **adaptive, "t_async": ta}})
+    from sampler_sweep import sweep_cells
+
+    out += sweep_cells(str(ship_model), a.n_sweep, a.steps)
     return out
 
 

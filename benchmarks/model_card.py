@@ -13,11 +13,15 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from ead.metrics.evaluate import evaluate_molecules
 from ead.pipeline import EAD
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sample_grid import replace_between  # noqa: E402
 
 
 BEGIN, END = "<!-- card-table:begin -->", "<!-- card-table:end -->"
@@ -50,13 +54,6 @@ def rows_from_grid(path: str) -> tuple[list[dict], int]:
     return rows, res[next(iter(res))]["molecules"]
 
 
-def update_doc(doc: str, table: str) -> None:
-    text = open(doc).read()
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    open(doc, "w").write(head + BEGIN + "\n" + table + "\n" + END + tail)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="qm9")
@@ -75,7 +72,7 @@ def main(argv=None):
         table = render(rows, n)
         print(table)
         if a.update_doc:
-            update_doc(a.update_doc, table)
+            replace_between(a.update_doc, BEGIN, END, table)
         return
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -95,7 +92,7 @@ def main(argv=None):
     table = render(rows, a.n)
     print(table)
     if a.update_doc:
-        update_doc(a.update_doc, table)
+        replace_between(a.update_doc, BEGIN, END, table)
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"command": " ".join(sys.argv), "n": a.n, "rows": rows}, f, indent=1, default=str)

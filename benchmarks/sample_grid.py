@@ -125,6 +125,34 @@ def evaluate_cells(folder: Path, posebusters: int = 0, reference: str | None = "
     return by_label
 
 
+def replace_between(doc: str | Path, begin: str, end: str, text: str) -> None:
+    """Rewrite the part of a Markdown file between two marker comments (the rest stays as written)."""
+    doc = Path(doc)
+    body = doc.read_text()
+    if begin not in body or end not in body:
+        raise SystemExit(f"{doc} has no {begin} … {end} markers")
+    head, rest = body.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(head + begin + "\n" + text + "\n" + end + tail)
+
+
+def evaluated_report(folder, prefixes: tuple, render, json_path=None, doc=None, begin="", end="") -> int:
+    """Evaluate the cells whose labels start with `prefixes`, print render(results), and keep
+    them: the raw numbers in json_path, the table in doc between the markers. Exit status."""
+    res = evaluate_cells(Path(folder), log=lambda m: print(m, file=sys.stderr))
+    res = {k: v for k, v in res.items() if k.startswith(prefixes)}
+    if not res:
+        print(f"no {'/'.join(p + '*' for p in prefixes)} cells in {folder}", file=sys.stderr)
+        return 2
+    text = render(res)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(json.dumps(res, indent=1, default=str))
+    if doc:
+        replace_between(doc, begin, end, text)
+    return 0
+
+
 def pct(mean: float | None, sd: float | None = None) -> str:
     if mean is None:
         return "–"
