@@ -49,7 +49,8 @@ def provenance(args, model, argv) -> str:
 
     shipped = not Path(args.model).exists() and (PRETRAINED_DIR / args.model).is_dir()
     card = model.card or {}
-    trained = f", {card['training_steps']} training steps" if "training_steps" in card else ""
+    steps = card.get("total_training_steps", card.get("training_steps"))   # the whole lineage
+    trained = f", {steps} training steps" if steps is not None else ""
     what = f"the shipped model `{args.model}`" if shipped else (args.model_label or f"the model at `{args.model}`")
     line = (f"Measured {datetime.date.today().isoformat()} with {what} (preset {model.config.preset}, "
             f"window C = {model.config.window}{trained}) by:\n\n"
