@@ -188,3 +188,17 @@ def test_bad_model_config_is_one_line_for_every_verb(tmp_path, capsys, content, 
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "o.sdf").exists()
+
+
+def test_info_prints_versions_cache_and_a_readable_card(capsys):
+    from ead.cli import _card_summary, main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "data cache:" in out and "qm9: preset small" in out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("training:"))
+    assert "steps" in line and "M molecules" in line and "{" not in line
+    card = {"training_steps": 10, "training_hours": 0.5, "batch_size": 4, "lr": 1e-3, "ema_decay": 0.9,
+            "device": "cpu", "continues": [{"run": "a", "steps": 20, "hours": 1.0, "batch_size": 8, "device": "gpu"}],
+            "total_training_steps": 30, "total_training_hours": 1.5, "total_molecules_seen": 200}
+    assert _card_summary(card).startswith("30 steps, 0.00 M molecules, 1.5 h (20 × 8 on gpu; then 10 × 4 on cpu)")

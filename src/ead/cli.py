@@ -306,8 +306,21 @@ def _run_info(args) -> int:
         print(f"  {name}: preset {m.get('preset')} ({m.get('layers')}×{m.get('hidden')}), window C="
               f"{m.get('window')}, T={m.get('timesteps')}, sampler defaults {meta.get('sampler_defaults')}")
         if meta.get("card"):
-            print(f"    card: {json.dumps(meta['card'])}")
+            print(f"    training: {_card_summary(meta['card'])}")
     return 0
+
+
+def _card_summary(card: dict) -> str:
+    """One line from a model card: steps, molecules, hours, and each stretch of its training."""
+    segs = [*card.get("continues", []), {"steps": card.get("training_steps"), "batch_size": card.get("batch_size"),
+                                         "device": card.get("device", "?"), "hours": card.get("training_hours")}]
+    steps = card.get("total_training_steps", card.get("training_steps"))
+    hours = card.get("total_training_hours", card.get("training_hours"))
+    seen = card.get("total_molecules_seen") or (steps or 0) * (card.get("batch_size") or 0)
+    parts = "; then ".join(f"{s['steps']:,} × {s['batch_size']} on {s.get('device', '?')}" for s in segs
+                           if s.get("steps") is not None)
+    return (f"{steps:,} steps, {seen / 1e6:.2f} M molecules, {hours} h ({parts}); lr {card.get('lr')}, "
+            f"EMA {card.get('ema_decay')}; measured quality: docs/model-card.md")
 
 
 # ------------------------------------------------------------------------------------ bench
