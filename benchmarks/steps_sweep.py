@@ -92,22 +92,32 @@ def run(args) -> list[dict]:
 
 
 def rows_from_cells(folders: list[str], samplers: list[str]) -> list[dict]:
+    """One row per cell label (steps-SAMPLER-K, card-SAMPLER), its seeds pooled."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from sample_grid import cell_files, load_cell
 
-    rows = []
+    groups: dict[str, dict] = {}
     for folder in folders:
         for path in cell_files(Path(folder)):
             arrays, meta = load_cell(path)
-            label, settings = meta["cell"]["label"], meta["settings"]
+            label = meta["cell"]["label"]
             parts = label.split("-")
             if parts[0] not in ("steps", "card") or parts[1] not in samplers:
                 continue
-            rows.append({"sampler": parts[1], "spacing": settings.get("spacing", "uniform"),
-                         "steps": settings["steps"], "n": len(arrays),
-                         "atoms": int(sum(len(z) for _, z in arrays)), "network_calls": settings["network_calls"],
-                         "seconds": meta["seconds"], "device": meta.get("device", "cpu"), **score(arrays)})
-            print(f"{path.name}: mol. stability {100 * rows[-1]['molecule_stability']:.1f}%", flush=True)
+            g = groups.setdefault(label, {"arrays": [], "seconds": 0.0, "seeds": [], "meta": meta, "devices": set()})
+            g["arrays"] += arrays
+            g["seconds"] += meta["seconds"]
+            g["seeds"].append(meta["seed"])
+            g["devices"].add(meta.get("device", "cpu"))
+    rows = []
+    for label, g in groups.items():
+        settings = g["meta"]["settings"]
+        rows.append({"sampler": label.split("-")[1], "spacing": settings.get("spacing", "uniform"),
+                     "steps": settings["steps"], "n": len(g["arrays"]), "seeds": sorted(g["seeds"]),
+                     "atoms": int(sum(len(z) for _, z in g["arrays"])), "network_calls": settings["network_calls"],
+                     "seconds": g["seconds"], "device": ", ".join(sorted(g["devices"])), **score(g["arrays"])})
+        print(f"{label}: {rows[-1]['n']} molecules, mol. stability {100 * rows[-1]['molecule_stability']:.1f}%",
+              flush=True)
     return sorted(rows, key=lambda r: (r["sampler"], r["spacing"], -r["steps"]))
 
 
@@ -127,7 +137,8 @@ def _machine() -> str:
 
 def markdown(rows: list[dict], args, argv) -> str:
     L = ["# Molecule stability against sampling steps", "",
-         f"Model `{args.model}`, {'/'.join(str(v) for v in sorted({r['n'] for r in rows}))} molecules per cell, seed {args.seed}"
+         f"Model `{args.model}`, {'/'.join(str(v) for v in sorted({r['n'] for r in rows}))} molecules per cell, "
+         f"seeds {sorted({x for r in rows for x in r.get('seeds', [args.seed])})}"
          f"{', bf16 autocast' if args.bf16 else ''}; sampled on "
          f"{', '.join(sorted({r.get('device') or _machine() for r in rows})) if args.from_cells else _machine()}, "
          f"{datetime.date.today()}. Made by",
@@ -136,15 +147,15 @@ def markdown(rows: list[dict], args, argv) -> str:
          "Stability in % ± one binomial standard error. Δ = difference from the same sampler's "
          "1000-step molecule stability (target: |Δ| ≤ 2 points at 100 steps). Calls = network "
          "evaluations per molecule batch, time = wall-clock for all molecules of the cell.", ""]
-    L.append("| sampler | spacing | steps | molecule stab. % | Δ vs 1000 | atom stab. % | validity % "
+    L.append("| sampler | spacing | steps | molecules | molecule stab. % | Δ vs 1000 | atom stab. % | validity % "
              "| calls | time s | sampled on |")
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         base = next((b for b in rows if b["sampler"] == r["sampler"] and b["spacing"] == r["spacing"]
                      and b["steps"] == 1000), None)
         delta = (f"{100 * (r['molecule_stability'] - base['molecule_stability']):+.1f}"
                  if base is not None else "–")
-        L.append(f"| {r['sampler']} | {r['spacing']} | {r['steps']} | "
+        L.append(f"| {r['sampler']} | {r['spacing']} | {r['steps']} | {r['n']} | "
                  f"{_pct(r['molecule_stability'], r['n'])} | {delta} | "
                  f"{_pct(r['atom_stability'], r['atoms'])} | {_pct(r['validity'], r['n'])} | "
                  f"{r['network_calls']} | {r['seconds']:.1f} | {r.get('device', 'this machine')} |")
