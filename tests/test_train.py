@@ -143,15 +143,18 @@ def test_export_checkpoint_at_a_given_step(tmp_path):
 
 
 def test_restored_optimizer_moments_follow_the_model_to_its_device():
-    """A checkpoint is restored on the CPU before the model moves to the GPU: the AdamW moments must
-    follow (a resumed CUDA run failed on this). The 'meta' device stands in for the GPU here."""
-    from ead.train import _optimizer_state_to_params
+    """A checkpoint is restored after the model has been placed on its device: the AdamW moments go
+    to each parameter's device (a resumed CUDA run once failed with them left on the CPU). The
+    'meta' device stands in for the GPU here."""
+    from ead.train import _load_optimizer_tensors
 
-    w = torch.nn.Parameter(torch.ones(3, device="meta"))
+    model = torch.nn.Linear(3, 1, bias=False, device="meta")
+    w = model.weight
     opt = torch.optim.AdamW([w], amsgrad=True)
-    opt.state[w] = {"step": torch.tensor(5.0), "exp_avg": torch.ones(3), "exp_avg_sq": torch.ones(3),
-                    "max_exp_avg_sq": torch.ones(3)}   # as _load_optimizer_tensors leaves them
-    _optimizer_state_to_params(opt)
+    _load_optimizer_tensors(opt, model, {"optim.weight.step": torch.tensor(5.0),
+                                         "optim.weight.exp_avg": torch.ones(1, 3),
+                                         "optim.weight.exp_avg_sq": torch.ones(1, 3),
+                                         "optim.weight.max_exp_avg_sq": torch.ones(1, 3)})
     state = opt.state[w]
     assert state["exp_avg"].device.type == "meta" and state["max_exp_avg_sq"].device.type == "meta"
     assert state["step"].device.type == "cpu"

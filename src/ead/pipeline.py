@@ -142,16 +142,21 @@ class EAD:
         opts.setdefault("window", self.config.window)
         return make_schedule(name, self.noise, **opts)
 
-    def _denoise(self, z_x, z_h, time, mol, num_molecules, edges, context):
-        graph = bool(self.cuda_graph) and z_x.device.type == "cuda"
+    def _network(self):
+        """The denoiser call the sampling loop makes: the module itself, or its CUDA-graph /
+        autocast wrapper, built once per setting (chosen once per batch, not per step)."""
+        graph = bool(self.cuda_graph) and self.device.type == "cuda"
         if not graph and self.autocast is None:
-            return self.denoiser(z_x, z_h, time, mol, num_molecules, edges, context)
+            return self.denoiser
         key = (graph, self.autocast)
         if self._accelerated is None or self._accelerated[0] != key:
             from .diffusion.sampler import accelerate
 
             self._accelerated = (key, accelerate(self.denoiser, autocast=self.autocast, cuda_graph=graph))
-        return self._accelerated[1](z_x, z_h, time, mol, num_molecules, edges, context)
+        return self._accelerated[1]
+
+    def _denoise(self, z_x, z_h, time, mol, num_molecules, edges, context):
+        return self._network()(z_x, z_h, time, mol, num_molecules, edges, context)
 
     def sample_batches(self, n: int, sampler: str | None = None, seed: int = 0, batch_size: int = 256,
                        num_atoms=None, on_step=None, **options) -> Iterator[tuple[SampleResult, dict]]:
@@ -171,7 +176,7 @@ class EAD:
         for start in range(0, n, batch_size):
             schedule = self.make_schedule(sampler, **options)
             chunk = sizes[start : start + batch_size].to(self.device)
-            res = run_sampler(self._denoise, self.noise, schedule, chunk, self.config.num_features,
+            res = run_sampler(self._network(), self.noise, schedule, chunk, self.config.num_features,
                               len(self.config.atom_types), gen, on_step=on_step)
             yield res, {**schedule.settings(), "seed": int(seed), "model_preset": self.config.preset,
                         **({"precision": self.autocast} if self.autocast else {})}

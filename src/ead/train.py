@@ -166,24 +166,15 @@ def _optimizer_tensors(opt: torch.optim.Optimizer, model: torch.nn.Module) -> di
 
 
 def _load_optimizer_tensors(opt, model, tensors: dict[str, torch.Tensor]) -> None:
-    device = next(model.parameters()).device
+    """Restore AdamW's state; each moment goes to its parameter's device (call it after the model
+    has been placed: restoring on the CPU before a move to the GPU left them behind once), Adam's
+    step counter stays on the CPU where Adam keeps it."""
     for name, p in model.named_parameters():
         prefix = f"optim.{name}."
         for key, v in tensors.items():
             if key.startswith(prefix):   # step, exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad)
                 k = key[len(prefix):]
-                opt.state[p][k] = v if k == "step" else v.to(device)
-
-
-def _optimizer_state_to_params(opt: torch.optim.Optimizer) -> None:
-    """Put each parameter's optimizer moments on that parameter's device (a checkpoint restored on
-    the CPU, then the model moved to a GPU). Adam's step counter stays where Adam keeps it."""
-    for group in opt.param_groups:
-        for p in group["params"]:
-            state = opt.state.get(p, {})
-            for k, v in state.items():
-                if torch.is_tensor(v) and k != "step" and v.device != p.device:
-                    state[k] = v.to(p.device)
+                opt.state[p][k] = v if k == "step" else v.to(p.device)
 
 
 class Checkpointer:
@@ -280,7 +271,6 @@ def train(cfg: TrainConfig) -> dict:
     if source is not None:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
-        _load_optimizer_tensors(opt, model, tensors)
         gradnorms = GradNormHistory(source["gradnorms"])
         lineage = list(source.get("lineage", []))
         for g in opt.param_groups:
@@ -290,7 +280,8 @@ def train(cfg: TrainConfig) -> dict:
     elif init_meta is not None:
         lineage.append(_segment(init_meta, str(cfg.init_from)))
     model, opt = fabric.setup(model, opt)
-    _optimizer_state_to_params(opt)   # restored moments were loaded before setup moved the model
+    if source is not None:
+        _load_optimizer_tensors(opt, model.module if hasattr(model, "module") else model, tensors)
     device = fabric.device
     ema = {k: v.to(device) for k, v in ema.items()}
 
@@ -479,11 +470,9 @@ def _checkpoint_path(path: str) -> Path:
 
 def _segment(meta: dict, path: str) -> dict:
     """One finished stretch of training, as recorded in the lineage of a run that continues it."""
-    tc = meta.get("train_config", {})
-    world = tc.get("devices", 1) * tc.get("num_nodes", 1)
-    return {"run": path, "steps": int(meta["step"]), "hours": round(meta["elapsed_s"] / 3600, 3),
-            "batch_size": int(tc.get("batch_size", 0)) * world, "lr": tc.get("lr"),
-            "device": meta.get("device", "cpu")}
+    card = _card(meta)
+    return {"run": path, "steps": card["training_steps"], "hours": card["training_hours"],
+            "batch_size": card["batch_size"], "lr": card["lr"], "device": card["device"]}
 
 
 def _device_name(device) -> str:
