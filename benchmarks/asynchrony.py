@@ -16,11 +16,13 @@ import argparse
 import datetime
 import json
 import os
-import re
 import shlex
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sample_grid import replace_between  # noqa: E402
 
 BEGIN, END = "<!-- asynchrony:begin -->", "<!-- asynchrony:end -->"
 
@@ -60,17 +62,6 @@ def provenance(args, model, argv) -> str:
                 "with the shipped model once it exists:\n>\n> ```bash\n> nice .venv/bin/python "
                 "benchmarks/asynchrony.py --update-doc docs/asynchrony.md\n> ```\n\n") + line
     return line
-
-
-def update_doc(path: Path, block: str) -> None:
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path} has no {BEGIN} … {END} block to rewrite")
-    new = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: f"{BEGIN}\n{block}\n{END}", text,
-                 count=1, flags=re.S)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(new)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -113,7 +104,7 @@ def main(argv=None) -> int:
         block = (provenance(args, model, argv) + "\n" + table + "\n"
                  f"![mean time offset of H, chain and ring atoms; per-group summary]({rel(plot)})\n\n"
                  f"![heat map of one molecule's per-atom times]({rel(example)})\n")
-        update_doc(doc, block)
+        replace_between(doc, BEGIN, END, block)
         print(f"updated {doc}")
     return 0
 

@@ -133,7 +133,9 @@ def replace_between(doc: str | Path, begin: str, end: str, text: str) -> None:
         raise SystemExit(f"{doc} has no {begin} … {end} markers")
     head, rest = body.split(begin, 1)
     _, tail = rest.split(end, 1)
-    doc.write_text(head + begin + "\n" + text + "\n" + end + tail)
+    tmp = doc.with_name(f".{doc.name}.tmp{os.getpid()}")   # never a half-written doc
+    tmp.write_text(head + begin + "\n" + text + "\n" + end + tail)
+    os.replace(tmp, doc)
 
 
 def evaluated_report(folder, prefixes: tuple, render, json_path=None, doc=None, begin="", end="") -> int:
