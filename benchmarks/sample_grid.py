@@ -125,6 +125,19 @@ def evaluate_cells(folder: Path, posebusters: int = 0, reference: str | None = "
     return by_label
 
 
+def compare_cells(a: Path, b: Path) -> dict:
+    """How far two cells drawn with the same seed (same sizes, same initial noise) ended apart, e.g.
+    bf16 against float32: the share of molecules with the same elements, and the median RMSD of
+    the coordinates (Å, no alignment: same frame by construction)."""
+    ma, _ = load_cell(a)
+    mb, _ = load_cell(b)
+    if [len(z) for _, z in ma] != [len(z) for _, z in mb]:
+        raise SystemExit(f"{a} and {b} do not hold the same molecule sizes: not the same seed and model")
+    same = [bool(np.array_equal(za, zb)) for (_, za), (_, zb) in zip(ma, mb)]
+    rmsd = [float(np.sqrt(((pa - pb) ** 2).sum(1).mean())) for (pa, _), (pb, _) in zip(ma, mb)]
+    return {"molecules": len(ma), "same_elements": float(np.mean(same)), "median_rmsd": float(np.median(rmsd))}
+
+
 def replace_between(doc: str | Path, begin: str, end: str, text: str) -> None:
     """Rewrite the part of a Markdown file between two marker comments (the rest stays as written)."""
     doc = Path(doc)
@@ -178,7 +191,15 @@ def main(argv=None) -> int:
     e.add_argument("folder")
     e.add_argument("--json", default=None)
     e.add_argument("--posebusters", type=int, default=0, help="PoseBusters on the first K of each file")
+    c = sub.add_parser("compare", help="two cells drawn with the same seed: same elements, RMSD")
+    c.add_argument("a")
+    c.add_argument("b")
     a = p.parse_args(argv)
+    if a.cmd == "compare":
+        r = compare_cells(Path(a.a), Path(a.b))
+        print(f"{r['molecules']} molecules: same elements in {100 * r['same_elements']:.1f} %, "
+              f"median RMSD {r['median_rmsd']:.4f} Å")
+        return 0
     if a.cmd == "sample":
         if a.threads:
             import torch

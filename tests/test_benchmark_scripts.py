@@ -124,3 +124,13 @@ def test_gpu_session_runs_end_to_end_on_cpu(tmp_path, micro_model):
     names = sorted(p.name for p in out.iterdir())
     assert {"log.txt", "misc.tar", "samples.tar", "ship.tar", "study.tar"} <= set(names), names
     assert len(names) <= 8
+
+
+def test_compare_cells_of_the_same_seed(tmp_path, micro_model):
+    cells = _cells(micro_model, [("x", "synchronous")]) + [
+        {**_cells(micro_model, [("y", "synchronous")])[0], "precision": "bf16"}]
+    sample_grid.sample_cells(cells, tmp_path, device="cpu", log=lambda m: None)
+    same = sample_grid.compare_cells(tmp_path / "x-s0.npz", tmp_path / "x-s0.npz")
+    assert same == {"molecules": 4, "same_elements": 1.0, "median_rmsd": 0.0}
+    low = sample_grid.compare_cells(tmp_path / "y-s0.npz", tmp_path / "x-s0.npz")
+    assert low["molecules"] == 4 and low["median_rmsd"] > 0.0
