@@ -5,9 +5,11 @@
 1. the denoiser on CUDA (float32, TF32 off) agrees with the CPU in float64;
 2. bf16 autocast on CUDA: relative error of ε̂;
 3. E(3) equivariance on CUDA (rotation + translation of the input);
-4. each sampler runs on CUDA, every atom reaches t = 0, and the host syncs inside the step loop
-   are counted (torch.cuda.set_sync_debug_mode);
-5. the CUDA-graph denoiser equals the eager one, and how much faster a call is.
+4. each sampler runs on CUDA, every atom reaches t = 0, and the host syncs per step of the loop
+   are counted (torch.cuda.set_sync_debug_mode, 100 steps minus 50 steps);
+5. a training step of the small preset at batch 256: host syncs per step (30 steps minus 10) and
+   seconds per step;
+6. the CUDA-graph denoiser equals the eager one, and how much faster a call is.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -46,6 +49,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="qm9")
     p.add_argument("--molecules", type=int, default=100)
     p.add_argument("--device", default="cuda", help="cpu: a dry run of the script's own logic")
+    p.add_argument("--train-molecules", type=int, default=4096,
+                   help="QM9 molecules for the training-step check (0: skip it)")
     a = p.parse_args(argv)
     cuda = a.device == "cuda"
     if cuda and not torch.cuda.is_available():
@@ -93,12 +98,14 @@ def main(argv=None) -> int:
     err = rel(rot[0], out[0] @ R.T)
     emit("equivariance_cuda", rel_x=err, rel_h=rel(rot[1], out[1]), ok=err < 1e-4)
 
-    # 4. samplers on CUDA: finish, and host syncs per step inside the loop
+    # 4. samplers on CUDA: finish, and host syncs per step inside the loop — counted at 50 and at
+    #    100 steps, so that the per-batch set-up (sizes, edges, the final decode) cancels out
     def sync():
         if cuda:
             torch.cuda.synchronize()
 
-    for sampler in ("synchronous", "manual", "adaptive"):
+    def counted(fn):
+        """(result, host syncs reported by torch.cuda.set_sync_debug_mode, seconds)"""
         sync()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -106,22 +113,48 @@ def main(argv=None) -> int:
                 torch.cuda.set_sync_debug_mode("warn")
             try:
                 t0 = time.time()
-                res, settings = next(gpu_model.sample_batches(a.molecules, sampler=sampler, steps=100, seed=0,
-                                                              batch_size=a.molecules))
+                out = fn()
                 sync()
                 seconds = time.time() - t0
             finally:
                 if cuda:
                     torch.cuda.set_sync_debug_mode("default")
-        syncs = sum("synchroniz" in str(w.message) for w in caught)
+        return out, sum("synchroniz" in str(w.message) for w in caught), seconds
+
+    for sampler in ("synchronous", "manual", "adaptive"):
+        runs = {}
+        for steps in (50, 100):
+            runs[steps] = counted(lambda: next(gpu_model.sample_batches(
+                a.molecules, sampler=sampler, steps=steps, seed=0, batch_size=a.molecules))[0])
+        res, syncs, seconds = runs[100]
+        extra_calls = res.network_calls - runs[50][0].network_calls
         finite = bool(torch.isfinite(res.positions).all())
         emit(f"sampler_{sampler}", steps=100, network_calls=res.network_calls, seconds=round(seconds, 3),
-             host_syncs=syncs, syncs_per_call=round(syncs / max(1, res.network_calls), 2), finite=finite,
-             ok=finite)
+             host_syncs=syncs, host_syncs_at_50_steps=runs[50][1],
+             syncs_per_step=round((syncs - runs[50][1]) / max(1, extra_calls), 3), finite=finite, ok=finite)
+
+    # 5. training on CUDA: host syncs per step (a 30-step run minus a 10-step one) and s/step
+    if a.train_molecules:
+        import tempfile
+
+        from ead.train import TrainConfig, train
+
+        def run(steps, root):
+            cfg = TrainConfig(run_dir=str(Path(root) / f"r{steps}"), data="qm9", preset="small",
+                              limit_molecules=a.train_molecules, batch_size=256, max_steps=steps,
+                              val_every=0, log_every=10**6, ckpt_every=10**6, quiet=True,
+                              accelerator="cuda" if cuda else "cpu", threads=2)
+            return train(cfg)
+
+        with tempfile.TemporaryDirectory() as root:
+            counts = {steps: counted(lambda: run(steps, root)) for steps in (10, 30)}
+        per_step = (counts[30][1] - counts[10][1]) / 20
+        emit("train_step", preset="small", batch=256, syncs_per_step=per_step,
+             s_per_step=round((counts[30][2] - counts[10][2]) / 20, 4), ok=per_step == 0)
 
     if not cuda:
         return 0
-    # 5. CUDA graph vs eager
+    # 6. CUDA graph vs eager
     graph = accelerate(gpu_model.denoiser, cuda_graph=True)
     eager = accelerate(gpu_model.denoiser)
     with torch.no_grad():

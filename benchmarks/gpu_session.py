@@ -22,8 +22,9 @@ Seen on an H200 (2026-11-26; 15 minutes of device time, about 30 s to start a ma
 small-preset trainings side by side run at 0.037 s/step each (0.029 alone), so 5 minutes give each
 about 8,000 steps at batch 256; sampling is the slow part — with three workers sharing the GPU a
 1000-step cell of 1,000 molecules took about 55 s (CUDA graphs on), so order the cells by value.
-Carry the QM9 cache (gzip of $EAD_CACHE/qm9_v1.npz, ~30 MB) in an ignored folder; the device has
-torch and lightning but not RDKit, so nothing here may import it.
+Carry the QM9 cache in an ignored folder, packed by benchmarks/qm9_pack.py (24.7 MB: the working
+tree and the carried paths travel within 64 MiB together), and unpack it into $EAD_CACHE first; the
+device has torch and lightning but not RDKit, so nothing here may import it.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
 
     # 0 ------------------------------------------------------------------ CUDA checks
     if cuda and not a.no_check:
-        s.run("cuda_check", [PY, str(HERE / "cuda_check.py")], timeout=45)
+        s.run("cuda_check", [PY, str(HERE / "cuda_check.py")], timeout=100)
         s.pack_misc()
 
     # 1 ------------------------------------------------------------------ training

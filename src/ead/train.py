@@ -117,17 +117,53 @@ def load_data(cfg: TrainConfig):
 # ------------------------------------------------------------------------------------ state
 class GradNormHistory:
     """EDM's adaptive gradient clipping: threshold = 1.5·mean + 2·std of the last 50 norms
-    (seeded with 3000, as EDM); a clipped step records the threshold, not its own norm."""
+    (seeded with 3000, as EDM); a clipped step records the threshold, not its own norm.
 
-    def __init__(self, values=(3000.0,), maxlen: int = 50):
-        self.values = deque(values, maxlen=maxlen)
+    The history lives on the training device as a ring buffer, so that a step never waits for the
+    GPU to hand a norm back (the count of values is known on the host); `values` (oldest first)
+    reads it back for checkpoints."""
 
-    def threshold(self) -> float:
-        v = np.asarray(self.values)
-        return float(1.5 * v.mean() + 2 * v.std())
+    def __init__(self, values=(3000.0,), maxlen: int = 50, device="cpu"):
+        vals = [float(v) for v in values][-maxlen:]
+        self.maxlen = maxlen
+        self.buf = torch.zeros(maxlen, dtype=torch.float64, device=device)
+        self.buf[: len(vals)] = torch.tensor(vals, dtype=torch.float64)
+        self.n = len(vals)      # values held
+        self.head = 0           # once full: the slot of the oldest value
 
-    def record(self, norm: float, threshold: float) -> None:
-        self.values.append(min(norm, threshold))
+    def to(self, device) -> "GradNormHistory":
+        self.buf = self.buf.to(device)
+        return self
+
+    def threshold(self) -> torch.Tensor:
+        v = self.buf[: self.n]
+        return 1.5 * v.mean() + 2 * v.std(correction=0)
+
+    def record(self, norm: torch.Tensor, threshold: torch.Tensor) -> None:
+        value = torch.minimum(norm.to(torch.float64), threshold)
+        if self.n < self.maxlen:
+            self.buf[self.n] = value
+            self.n += 1
+        else:
+            self.buf[self.head] = value
+            self.head = (self.head + 1) % self.maxlen
+
+    @property
+    def values(self) -> list[float]:
+        v = self.buf[: self.n].tolist()
+        return v[self.head:] + v[: self.head]
+
+
+def clip_grad_norm_(params, max_norm: torch.Tensor) -> torch.Tensor:
+    """torch.nn.utils.clip_grad_norm_ with the limit as a tensor (no host round trip): scale the
+    gradients by min(1, max_norm / (‖g‖ + 1e-6)); returns ‖g‖ (as a 0-d tensor)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=max_norm.device)
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    coef = torch.clamp(max_norm.to(total.dtype) / (total + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, coef)
+    return total
 
 
 def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
@@ -284,6 +320,8 @@ def train(cfg: TrainConfig) -> dict:
         _load_optimizer_tensors(opt, model.module if hasattr(model, "module") else model, tensors)
     device = fabric.device
     ema = {k: v.to(device) for k, v in ema.items()}
+    gradnorms.to(device)
+    raw_opt = opt.optimizer if hasattr(opt, "optimizer") else opt
 
     encoder = FeatureEncoder(model_cfg.atom_types, model_cfg.include_charges)
     noise = NoiseSchedule(model_cfg.noise_schedule, model_cfg.timesteps, model_cfg.noise_precision)
@@ -301,6 +339,7 @@ def train(cfg: TrainConfig) -> dict:
     logger = _CsvLog(log_path) if rank == 0 else None
 
     def save():
+        check_finite()   # never write a checkpoint of weights a NaN has reached
         if rank != 0:
             return
         raw = model.module if hasattr(model, "module") else model
@@ -333,7 +372,17 @@ def train(cfg: TrainConfig) -> dict:
     bar = tqdm(total=cfg.max_steps, initial=step, disable=cfg.quiet or rank != 0, dynamic_ncols=True,
                desc="train")
     t0 = time.time()
-    run_loss, run_n, last_log = 0.0, 0, time.time()
+    # nothing in a step reads a value back from the device (a GPU runs ahead of the host):
+    # the loss is summed and checked for NaN/inf on the device, and read at log and save time
+    run_loss, run_n, last_log = torch.zeros((), dtype=torch.float64, device=device), 0, time.time()
+    finite, norm, first_unchecked = torch.ones((), dtype=torch.bool, device=device), None, step + 1
+
+    def check_finite():
+        nonlocal first_unchecked
+        if not bool(finite):
+            raise EADError(f"loss became NaN or infinite between steps {first_unchecked} and {step}; "
+                           "lower --lr (the last checkpoint is untouched)")
+        first_unchecked = step + 1
     cached_epoch, batches = -1, []
     summary = {"start_step": step}
     try:
@@ -343,41 +392,41 @@ def train(cfg: TrainConfig) -> dict:
             epoch, pos = divmod(step, steps_per_epoch)
             if epoch != cached_epoch:
                 batches, cached_epoch = order.epoch(epoch), epoch
-            batch = collate(train_set, batches[pos], encoder).to(device)
+            batch = collate(train_set, batches[pos], encoder)
+            batch = (batch.pin() if device.type == "cuda" else batch).to(device)
             gen = _step_generator(device, cfg.seed, step, rank)
             model.train()
             loss = diffusion_loss(model, noise, window, batch, gen)
-            if not torch.isfinite(loss):
-                raise EADError(f"loss became {loss.item()} at step {step}; lower --lr")
+            finite &= torch.isfinite(loss)
             fabric.backward(loss)
             if cfg.clip_grad:
                 limit = gradnorms.threshold()
-                norm = float(fabric.clip_gradients(model, opt, max_norm=limit, error_if_nonfinite=False))
+                fabric.strategy.precision.unscale_gradients(raw_opt)   # fp16 loss scaling, else no-op
+                norm = clip_grad_norm_(fabric.strategy.precision.main_params(raw_opt), limit)
                 gradnorms.record(norm, limit)
-            else:
-                norm = float("nan")
             opt.step()
             opt.zero_grad(set_to_none=True)
             _ema_update(ema, model.module if hasattr(model, "module") else model, cfg.ema_decay)
             step += 1
-            run_loss += float(loss.detach())
+            run_loss += loss.detach()
             run_n += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
+                check_finite()
                 now = time.time()
-                mean_loss = run_loss / run_n
+                mean_loss = float(run_loss) / run_n
                 if world > 1:  # the logged loss is the mean over all ranks' batches
                     mean_loss = float(fabric.all_reduce(torch.tensor(mean_loss, device=device),
                                                         reduce_op="mean"))
                 row = {"step": step, "epoch": round(step / steps_per_epoch, 4),
-                       "loss": mean_loss, "grad_norm": norm,
+                       "loss": mean_loss, "grad_norm": float(norm) if norm is not None else float("nan"),
                        "s_per_step": (now - last_log) / run_n}
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if logger:
                     logger.write(row)
                 summary["last_loss"] = row["loss"]
                 summary.setdefault("first_loss", row["loss"])
-                run_loss, run_n, last_log = 0.0, 0, now
+                run_loss, run_n, last_log = torch.zeros((), dtype=torch.float64, device=device), 0, now
             if cfg.val_every and step % cfg.val_every == 0 and rank == 0:
                 vl = validation_loss(ema_model(), valid_set, cfg.val_molecules, cfg.seed)
                 logger.write({"step": step, "val_loss": vl})

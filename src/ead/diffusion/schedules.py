@@ -199,6 +199,7 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
         self._count = torch.zeros(n, dtype=torch.long, device=state.t.device)
         self._grid_asc = torch.tensor(sorted(self.grid), device=state.t.device)
         self._stride = self.timesteps / self.steps
+        self._left = None   # after the last proposal, is any atom still above t = 0?
 
     def _next_grid(self, t):
         """Largest grid value strictly below t (0 stays 0)."""
@@ -209,10 +210,14 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
         if self._k < len(self._warm) - 1:
             self._k += 1
             return torch.full_like(state.t, self._warm[self._k])
+        # the stop test reads the flag of the previous proposal (its atoms' times are this step's
+        # t): on a GPU the host waits for that proposal only, while the network call queued after
+        # it keeps the GPU busy, instead of draining the queue at every step
+        left = self._warm[-1] > 0 if self._left is None else bool(self._left)
+        if not left:
+            return None
         t = state.t
         active = t > 0
-        if not bool(active.any()):   # the one host sync per step: is anything left to do?
-            return None
         filled = self._count.clamp(max=self.history).clamp_min(1).to(self._vel.dtype)
         vbar = self._vel.sum(1) / filled
         vbar = torch.where(active, vbar, torch.full_like(vbar, float("inf")))
@@ -224,7 +229,9 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
         s = torch.where(advance, self._next_grid(t), t)
         lead = torch.full((state.num_molecules,), self.timesteps, dtype=t.dtype, device=t.device)
         lead = lead.scatter_reduce(0, state.mol, s, reduce="amin")
-        return torch.minimum(s, lead[state.mol] + 2 * self.window)
+        s = torch.minimum(s, lead[state.mol] + 2 * self.window)
+        self._left = LaggedFlag((s > 0).any())
+        return s
 
     def observe(self, before, z_x, z_h, s):
         # masked writes, no data-dependent shapes: no host sync on a GPU
@@ -239,6 +246,27 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
     def settings(self):
         return {**super().settings(), "window": self.window, "async_ratio": self.async_ratio,
                 "history": self.history, "t_async": self.t_async}
+
+
+class LaggedFlag:
+    """A boolean computed on the device and read by the host later. On a GPU the value is copied
+    into page-locked memory behind the work that produced it and an event marks the copy; reading
+    waits for that event only (not for work queued after it). On the CPU it is the value itself."""
+
+    def __init__(self, value: torch.Tensor):
+        self._event = None
+        if value.is_cuda:
+            self._value = torch.empty((), dtype=value.dtype, pin_memory=True)
+            self._value.copy_(value, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._value = value
+
+    def __bool__(self) -> bool:
+        if self._event is not None:
+            self._event.synchronize()
+        return bool(self._value)
 
 
 def _rank_within_molecule(values: torch.Tensor, mol: torch.Tensor, num_molecules: int):
