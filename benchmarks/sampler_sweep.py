@@ -22,7 +22,6 @@ from sample_grid import evaluated_report  # noqa: E402
 RATIOS = (0.6, 0.7, 0.8, 0.9, 1.0)
 HISTORIES = (1, 2, 5)
 WARMUPS = (1000, 750, 250)        # t_async; 500 (the default) is the λ = 0.8, w = 2 cell
-BEGIN, END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
 
 
 def sweep_cells(model: str, n: int, steps: int | None = None, seed: int = 0) -> list[dict]:
@@ -79,11 +78,14 @@ def main(argv=None) -> int:
     r.add_argument("folder")
     r.add_argument("--json", default=None)
     r.add_argument("--update-doc", default=None)
+    r.add_argument("--block", default="sweep",
+                   help="the doc block to replace: <!-- BLOCK:begin --> … <!-- BLOCK:end -->")
     a = p.parse_args(argv)
     if a.cmd == "cells":
         print(json.dumps(sweep_cells(a.model, a.n, a.steps, a.seed), indent=1))
         return 0
-    return evaluated_report(a.folder, ("sweep-", "warmup-"), report, a.json, a.update_doc, BEGIN, END)
+    return evaluated_report(a.folder, ("sweep-", "warmup-"), report, a.json, a.update_doc,
+                            f"<!-- {a.block}:begin -->", f"<!-- {a.block}:end -->")
 
 
 if __name__ == "__main__":

@@ -193,6 +193,15 @@ def plot(rows: list[dict], path: str) -> None:
     plt.close(fig)
 
 
+KEEP = "<!-- kept below: written by hand -->"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -200,7 +209,10 @@ def main(argv=None) -> int:
     md = markdown(rows, args, argv)
     Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(args.out_png, Path(args.out_md).parent)
-    Path(args.out_md).write_text(md + f"\n![stability vs steps]({rel})\n")
+    out = Path(args.out_md)
+    # hand-written reading and history below the KEEP marker survive a regeneration
+    kept = out.read_text().split(KEEP, 1)[1] if out.exists() and KEEP in out.read_text() else ""
+    write_text_atomic(out, md + f"\n![stability vs steps]({rel})\n" + (f"\n{KEEP}{kept}" if kept else ""))
     plot(rows, args.out_png)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -87,6 +87,49 @@ def test_card_and_steps_tables_from_cells(tmp_path, micro_model):
     assert [r["steps"] for r in rows] == [4, 2] and all(r["device"] == "cpu" for r in rows)
 
 
+def test_sweep_report_fills_the_named_block_and_steps_doc_keeps_its_reading(tmp_path, micro_model):
+    import sampler_sweep
+    import steps_sweep
+
+    cells = [{**c, "options": {**c["options"], "steps": 3}} for c in sampler_sweep.sweep_cells(str(micro_model), 4)
+             if c["label"] in ("sweep-l0.8-w2", "sweep-l1.0-w1")]
+    sample_grid.sample_cells(cells, tmp_path / "cells", device="cpu", log=lambda m: None)
+    doc = tmp_path / "sweep.md"
+    doc.write_text("<!-- sweep:begin -->\nold 100\n<!-- sweep:end -->\n<!-- sweep1000:begin -->\nold\n"
+                   "<!-- sweep1000:end -->\n")
+    assert sampler_sweep.main(["report", str(tmp_path / "cells"), "--update-doc", str(doc),
+                               "--block", "sweep1000"]) == 0
+    text = doc.read_text()
+    assert "old 100" in text and "\nold\n" not in text and "| 0.8 | – | " in text
+
+    md = tmp_path / "steps.md"
+    grid = _cells(micro_model, [("steps-synchronous-2", "synchronous")], steps=2)
+    sample_grid.sample_cells(grid, tmp_path / "grid", device="cpu", log=lambda m: None)
+    md.write_text(f"generated before\n{steps_sweep.KEEP}\n## Reading\nwritten by hand\n")
+    assert steps_sweep.main(["--from-cells", str(tmp_path / "grid"), "--samplers", "synchronous",
+                             "--out-md", str(md), "--out-png", str(tmp_path / "steps.png")]) == 0
+    text = md.read_text()
+    assert "generated before" not in text and text.endswith(f"{steps_sweep.KEEP}\n## Reading\nwritten by hand\n")
+    assert "| synchronous | uniform | 2 |" in text
+
+
+def test_qm9_pack_round_trip_is_bit_exact(tmp_path):
+    import qm9_pack
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "c.npz"
+    arrays = {"version": np.array(1), "positions": rng.normal(size=(500, 3)).astype(np.float32),
+              "atomic_numbers": rng.integers(1, 10, 500).astype(np.uint8),
+              "names": np.array(["mu", "alpha"]), "properties": rng.normal(size=(20, 6)).astype(np.float32)}
+    np.savez(src, **arrays)
+    qm9_pack.pack(src, tmp_path / "c.pack")
+    qm9_pack.unpack(tmp_path / "c.pack", tmp_path / "out" / "c.npz")
+    back = np.load(tmp_path / "out" / "c.npz", allow_pickle=False)
+    assert sorted(back.files) == sorted(arrays)
+    for k, v in arrays.items():
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape and np.array_equal(back[k], v), k
+
+
 def test_training_plot_follows_the_lineage(tmp_path):
     from ead.train import TrainConfig, train
 
