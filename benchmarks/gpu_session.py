@@ -22,6 +22,10 @@ Seen on an H200 (2026-11-26; 15 minutes of device time, about 30 s to start a ma
 small-preset trainings side by side run at 0.037 s/step each (0.029 alone), so 5 minutes give each
 about 8,000 steps at batch 256; sampling is the slow part — with three workers sharing the GPU a
 1000-step cell of 1,000 molecules took about 55 s (CUDA graphs on), so order the cells by value.
+Second session (same kind): cuda_check 23 s; the shipped run alone 0.033 s/step at batch 256
+(host-bound: see docs/speed.md); 260 s of sampling with three workers drew the card (3 × 1,000),
+the whole step grid and the 15 λ × w cells at 1000 steps (500 each). One call of 530 s left time
+for a second, warm call of 210 s (no start cost) that trained on — plan both.
 Carry the QM9 cache in an ignored folder, packed by benchmarks/qm9_pack.py (24.7 MB: the working
 tree and the carried paths travel within 64 MiB together), and unpack it into $EAD_CACHE first; the
 device has torch and lightning but not RDKit, so nothing here may import it.
@@ -129,6 +133,14 @@ def train_cmd(a, run: str, window: int, extra: list[str], hours: float) -> list[
             "--accelerator", a.accelerator, "--threads", "2", "--quiet", "--run-dir", run, *extra]
 
 
+def resumed_hours(run: Path) -> float:
+    """Training time already in the run's latest checkpoint (0 for a new run)."""
+    last = latest_step_dir(run)
+    if last is None or not (last / "state.json").exists():
+        return 0.0
+    return json.loads((last / "state.json").read_text()).get("elapsed_s", 0.0) / 3600
+
+
 def latest_step_dir(run: Path) -> Path | None:
     ptr = run / "checkpoints" / "latest"
     return run / "checkpoints" / ptr.read_text().strip() if ptr.exists() else None
@@ -215,7 +227,9 @@ def main(argv=None) -> int:
     for name, (window, extra) in specs.items():
         if name not in a.runs.split(","):
             continue
-        cmd = train_cmd(a, str(runs / name), window, extra, hours)
+        # --max-hours counts a resumed run's earlier time too: add it, or the run stops early
+        # (it did once: 140 s of a session's training lost)
+        cmd = train_cmd(a, str(runs / name), window, extra, hours + resumed_hours(runs / name))
         s.log(f"train {name}: {' '.join(cmd)}")
         procs[name] = subprocess.Popen(cmd, stdout=open(s.work / "misc" / f"train-{name}.out", "w"),
                                        stderr=subprocess.STDOUT, cwd=ROOT)

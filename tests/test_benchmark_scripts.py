@@ -113,6 +113,20 @@ def test_sweep_report_fills_the_named_block_and_steps_doc_keeps_its_reading(tmp_
     assert "| synchronous | uniform | 2 |" in text
 
 
+def test_gpu_session_gives_a_resumed_run_its_earlier_time_back(tmp_path):
+    """ead train's --max-hours counts a resumed run's earlier time; the session adds it back."""
+    import gpu_session
+
+    from ead.train import TrainConfig, train
+
+    assert gpu_session.resumed_hours(tmp_path / "none") == 0.0
+    train(TrainConfig(run_dir=str(tmp_path / "r"), preset="micro", limit_molecules=8, batch_size=8, max_steps=2,
+                      ckpt_every=2, val_every=0, quiet=True, threads=1))
+    state = json.loads((gpu_session.latest_step_dir(tmp_path / "r") / "state.json").read_text())
+    assert state["elapsed_s"] > 0
+    assert gpu_session.resumed_hours(tmp_path / "r") == state["elapsed_s"] / 3600
+
+
 def test_qm9_pack_round_trip_is_bit_exact(tmp_path):
     import qm9_pack
 

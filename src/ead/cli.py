@@ -79,7 +79,8 @@ def _add_train(sub):
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--no-clip-grad", action="store_true", help="turn off EDM's adaptive clipping")
     p.add_argument("--max-steps", type=_nonneg_int, default=100_000)
-    p.add_argument("--max-hours", type=_positive_float, help="stop (with a checkpoint) after this time")
+    p.add_argument("--max-hours", type=_positive_float, help="stop (with a checkpoint) once the run has trained this long in all: a resumed run counts "
+                        "its earlier time")
     p.add_argument("--ckpt-every", type=_positive_int, default=500)
     p.add_argument("--keep-checkpoints", type=_nonneg_int, default=2,
                    help="checkpoints kept on disk (default 2; 0 = all, for comparisons at equal steps)")

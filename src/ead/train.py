@@ -51,7 +51,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     clip_grad: bool = True            # EDM's adaptive clipping: 1.5·mean + 2·std of the last 50 norms
     max_steps: int = 100_000
-    max_hours: float | None = None    # stop (with a checkpoint) after this much wall-clock time
+    max_hours: float | None = None    # stop (with a checkpoint) at this much training time in all (resumes count)
     ckpt_every: int = 500
     log_every: int = 50
     val_every: int = 2000
