@@ -377,9 +377,10 @@ def train(cfg: TrainConfig) -> dict:
     run_loss, run_n, last_log = torch.zeros((), dtype=torch.float64, device=device), 0, time.time()
     finite, norm, first_unchecked = torch.ones((), dtype=torch.bool, device=device), None, step + 1
 
-    def check_finite():
+    def check_finite():   # every rank calls it at the same steps (log rows, checkpoints)
         nonlocal first_unchecked
-        if not bool(finite):
+        ok = finite if world == 1 else fabric.all_reduce(finite.float(), reduce_op="min") > 0
+        if not bool(ok):
             raise EADError(f"loss became NaN or infinite between steps {first_unchecked} and {step}; "
                            "lower --lr (the last checkpoint is untouched)")
         first_unchecked = step + 1
