@@ -15,11 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sample_grid import savez  # noqa: E402
+
+from ead.pipeline import write_atomic  # noqa: E402
 
 
 def pack(src: Path, dst: Path) -> int:
@@ -33,9 +37,8 @@ def pack(src: Path, dst: Path) -> int:
         planes = min(options, key=lambda v: len(options[v]))
         header[k] = {"dtype": a.dtype.str, "shape": list(a.shape), "planes": planes}
         blobs[k] = np.frombuffer(options[planes], dtype=np.uint8)
-    tmp = dst.with_name(dst.name + ".tmp.npz")
-    np.savez(tmp, __header__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **blobs)
-    os.replace(tmp, dst)
+    write_atomic(dst, lambda p: savez(p, __header__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+                                       **blobs))
     return dst.stat().st_size
 
 
@@ -50,9 +53,7 @@ def unpack(src: Path, dst: Path) -> None:
             raw = np.frombuffer(raw, dtype=np.uint8).reshape(dtype.itemsize, -1).T.tobytes()
         out[k] = np.frombuffer(raw, dtype=dtype).reshape(tuple(h["shape"]))
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp.npz")
-    np.savez(tmp, **out)
-    os.replace(tmp, dst)
+    write_atomic(dst, lambda p: savez(p, **out))
 
 
 def main(argv=None) -> int:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ead.pipeline import write_atomic
 
 # --------------------------------------------------------------------------------- files
 
@@ -30,11 +31,16 @@ import numpy as np
 def save_cell(path: Path, molecules: list, meta: dict) -> None:
     counts = np.array([len(z) for _, z in molecules], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, positions=np.concatenate([p for p, _ in molecules]).astype(np.float32),
-             atomic_numbers=np.concatenate([z for _, z in molecules]).astype(np.uint8),
-             offsets=offsets, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)
+    arrays = {"positions": np.concatenate([p for p, _ in molecules]).astype(np.float32),
+              "atomic_numbers": np.concatenate([z for _, z in molecules]).astype(np.uint8),
+              "offsets": offsets, "meta": np.array(json.dumps(meta))}
+    write_atomic(path, lambda tmp: savez(tmp, **arrays))
+
+
+def savez(path: Path, **arrays) -> None:
+    """np.savez to exactly `path` (given a path, np.savez would append ".npz" to a temp name)."""
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def load_cell(path: Path) -> tuple[list, dict]:
@@ -146,9 +152,7 @@ def replace_between(doc: str | Path, begin: str, end: str, text: str) -> None:
         raise SystemExit(f"{doc} has no {begin} … {end} markers")
     head, rest = body.split(begin, 1)
     _, tail = rest.split(end, 1)
-    tmp = doc.with_name(f".{doc.name}.tmp{os.getpid()}")   # never a half-written doc
-    tmp.write_text(head + begin + "\n" + text + "\n" + end + tail)
-    os.replace(tmp, doc)
+    write_atomic(doc, lambda p: p.write_text(head + begin + "\n" + text + "\n" + end + tail))   # never half-written
 
 
 def evaluated_report(folder, prefixes: tuple, render, json_path=None, doc=None, begin="", end="") -> int:

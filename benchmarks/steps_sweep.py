@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from ead.pipeline import write_atomic
+
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -196,12 +198,6 @@ def plot(rows: list[dict], path: str) -> None:
 KEEP = "<!-- kept below: written by hand -->"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -212,7 +208,8 @@ def main(argv=None) -> int:
     out = Path(args.out_md)
     # hand-written reading and history below the KEEP marker survive a regeneration
     kept = out.read_text().split(KEEP, 1)[1] if out.exists() and KEEP in out.read_text() else ""
-    write_text_atomic(out, md + f"\n![stability vs steps]({rel})\n" + (f"\n{KEEP}{kept}" if kept else ""))
+    text = md + f"\n![stability vs steps]({rel})\n" + (f"\n{KEEP}{kept}" if kept else "")
+    write_atomic(out, lambda p: p.write_text(text))
     plot(rows, args.out_png)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -19,7 +19,6 @@ import shutil
 import signal
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -316,12 +315,13 @@ def train(cfg: TrainConfig) -> dict:
     elif init_meta is not None:
         lineage.append(_segment(init_meta, str(cfg.init_from)))
     model, opt = fabric.setup(model, opt)
+    raw_model = model.module if hasattr(model, "module") else model   # Fabric's wrappers unwrapped
+    raw_opt = opt.optimizer if hasattr(opt, "optimizer") else opt
     if source is not None:
-        _load_optimizer_tensors(opt, model.module if hasattr(model, "module") else model, tensors)
+        _load_optimizer_tensors(opt, raw_model, tensors)
     device = fabric.device
     ema = {k: v.to(device) for k, v in ema.items()}
     gradnorms.to(device)
-    raw_opt = opt.optimizer if hasattr(opt, "optimizer") else opt
 
     encoder = FeatureEncoder(model_cfg.atom_types, model_cfg.include_charges)
     noise = NoiseSchedule(model_cfg.noise_schedule, model_cfg.timesteps, model_cfg.noise_precision)
@@ -342,10 +342,9 @@ def train(cfg: TrainConfig) -> dict:
         check_finite()   # never write a checkpoint of weights a NaN has reached
         if rank != 0:
             return
-        raw = model.module if hasattr(model, "module") else model
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in raw.state_dict().items()}
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in raw_model.state_dict().items()}
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.items()})
-        tensors.update(_optimizer_tensors(opt, raw))
+        tensors.update(_optimizer_tensors(opt, raw_model))
         meta = {"format": "ead-train-state", "step": step, "elapsed_s": elapsed,
                 "gradnorms": list(gradnorms.values), "model_config": model_cfg.to_dict(),
                 "train_config": dataclasses.asdict(cfg), "device": _device_name(device),
@@ -374,7 +373,10 @@ def train(cfg: TrainConfig) -> dict:
     t0 = time.time()
     # nothing in a step reads a value back from the device (a GPU runs ahead of the host):
     # the loss is summed and checked for NaN/inf on the device, and read at log and save time
-    run_loss, run_n, last_log = torch.zeros((), dtype=torch.float64, device=device), 0, time.time()
+    def zero():
+        return torch.zeros((), dtype=torch.float64, device=device)
+
+    run_loss, run_n, last_log = zero(), 0, time.time()
     finite, norm, first_unchecked = torch.ones((), dtype=torch.bool, device=device), None, step + 1
 
     def check_finite():   # every rank calls it at the same steps (log rows, checkpoints)
@@ -407,7 +409,7 @@ def train(cfg: TrainConfig) -> dict:
                 gradnorms.record(norm, limit)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            _ema_update(ema, model.module if hasattr(model, "module") else model, cfg.ema_decay)
+            _ema_update(ema, raw_model, cfg.ema_decay)
             step += 1
             run_loss += loss.detach()
             run_n += 1
@@ -427,7 +429,7 @@ def train(cfg: TrainConfig) -> dict:
                     logger.write(row)
                 summary["last_loss"] = row["loss"]
                 summary.setdefault("first_loss", row["loss"])
-                run_loss, run_n, last_log = torch.zeros((), dtype=torch.float64, device=device), 0, now
+                run_loss, run_n, last_log = zero(), 0, now
             if cfg.val_every and step % cfg.val_every == 0 and rank == 0:
                 vl = validation_loss(ema_model(), valid_set, cfg.val_molecules, cfg.seed)
                 logger.write({"step": step, "val_loss": vl})

@@ -132,16 +132,16 @@ class Batch:
     def num_molecules(self) -> int:
         return int(self.num_atoms.shape[0])
 
+    def _map(self, fn) -> "Batch":
+        return Batch(*(None if t is None else fn(t) for t in (self.x, self.h, self.mol, self.num_atoms,
+                                                               self.edge_index, self.context, self.atomic_numbers)))
+
     def pin(self) -> "Batch":
         """The same batch in page-locked memory, so that `to(cuda)` copies without the host waiting."""
-        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
-        return Batch(pin(self.x), pin(self.h), pin(self.mol), pin(self.num_atoms), pin(self.edge_index),
-                     pin(self.context), pin(self.atomic_numbers))
+        return self._map(lambda t: t.pin_memory())
 
     def to(self, device) -> "Batch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.x), move(self.h), move(self.mol), move(self.num_atoms),
-                     move(self.edge_index), move(self.context), move(self.atomic_numbers))
+        return self._map(lambda t: t.to(device, non_blocking=True))
 
 
 def molecule_index(num_atoms: torch.Tensor) -> torch.Tensor:
