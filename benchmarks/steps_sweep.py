@@ -42,9 +42,13 @@ def parse_args(argv):
     ap.add_argument("--out-md", default="docs/steps_sweep.md")
     ap.add_argument("--out-png", default="docs/figures/steps_sweep.png")
     ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument("--update", default="ancestral",
+                    help="update rule(s), e.g. ancestral,sde-dpm2m (ead.diffusion.updates)")
     ap.add_argument("--from-cells", nargs="+", metavar="DIR",
-                    help="no sampling: score cells drawn by benchmarks/sample_grid.py (labels "
-                         "steps-SAMPLER-K, and card-SAMPLER for 1000 steps)")
+                    help="no sampling: score cells drawn by benchmarks/sample_grid.py (sampler, steps, "
+                         "spacing and update rule come from each cell's recorded settings)")
+    ap.add_argument("--match", default=None, metavar="REGEX",
+                    help="with --from-cells: only cells whose label matches (re.search)")
     return ap.parse_args(argv)
 
 
@@ -75,26 +79,38 @@ def run(args) -> list[dict]:
     if args.bf16:
         model.autocast = "bf16"
     rows = []
-    for spacing in args.spacing.split(","):
-        for sampler in args.samplers.split(","):
-            for steps in (int(s) for s in args.steps.split(",")):
-                t0 = time.perf_counter()
-                arrays, settings = model.sample_arrays(args.num, sampler=sampler, steps=steps,
-                                                       spacing=spacing, seed=args.seed,
-                                                       batch_size=args.batch_size)
-                seconds = time.perf_counter() - t0
-                row = {"sampler": sampler, "spacing": spacing, "steps": steps, "n": len(arrays),
-                       "atoms": int(sum(len(z) for _, z in arrays)),
-                       "network_calls": settings.get("network_calls"), "seconds": seconds,
-                       **score(arrays)}
-                rows.append(row)
-                print(f"{sampler:12} {spacing:8} {steps:5d} steps: mol. stability "
-                      f"{100 * row['molecule_stability']:.1f}%  ({seconds:.1f} s)", flush=True)
+    for update in args.update.split(","):
+        for spacing in args.spacing.split(","):
+            for sampler in args.samplers.split(","):
+                for steps in (int(s) for s in args.steps.split(",")):
+                    t0 = time.perf_counter()
+                    arrays, settings = model.sample_arrays(args.num, sampler=sampler, steps=steps,
+                                                           spacing=spacing, seed=args.seed, update=update,
+                                                           batch_size=args.batch_size)
+                    seconds = time.perf_counter() - t0
+                    row = {"sampler": sampler, "spacing": spacing, "update": update, "steps": steps,
+                           "precision": "bf16" if args.bf16 else "fp32", "n": len(arrays),
+                           "atoms": int(sum(len(z) for _, z in arrays)),
+                           "network_calls": settings.get("network_calls"), "seconds": seconds,
+                           **score(arrays)}
+                    rows.append(row)
+                    print(f"{sampler:12} {spacing:8} {update:10} {steps:5d} steps: mol. stability "
+                          f"{100 * row['molecule_stability']:.1f}%  ({seconds:.1f} s)", flush=True)
     return rows
 
 
-def rows_from_cells(folders: list[str], samplers: list[str]) -> list[dict]:
-    """One row per cell label (steps-SAMPLER-K, card-SAMPLER), its seeds pooled."""
+def update_name(settings: dict) -> str:
+    """The update rule as a table shows it: ancestral, ddim (eta 0), ancestral eta=0.5, dpm2m…"""
+    name, eta = settings.get("update", "ancestral"), settings.get("eta", 1.0)
+    if name == "ancestral" and eta != 1.0:
+        return "ddim" if eta == 0.0 else f"ancestral eta={eta:g}"
+    return name
+
+
+def rows_from_cells(folders: list[str], samplers: list[str], match: str | None = None) -> list[dict]:
+    """One row per cell label, its seeds pooled; what was sampled comes from the recorded settings."""
+    import re
+
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from sample_grid import cell_files, load_cell
 
@@ -103,8 +119,7 @@ def rows_from_cells(folders: list[str], samplers: list[str]) -> list[dict]:
         for path in cell_files(Path(folder)):
             arrays, meta = load_cell(path)
             label = meta["cell"]["label"]
-            parts = label.split("-")
-            if parts[0] not in ("steps", "card") or parts[1] not in samplers:
+            if meta["settings"]["sampler"] not in samplers or (match and not re.search(match, label)):
                 continue
             g = groups.setdefault(label, {"arrays": [], "seconds": 0.0, "seeds": [], "meta": meta, "devices": set()})
             g["arrays"] += arrays
@@ -114,13 +129,20 @@ def rows_from_cells(folders: list[str], samplers: list[str]) -> list[dict]:
     rows = []
     for label, g in groups.items():
         settings = g["meta"]["settings"]
-        rows.append({"sampler": label.split("-")[1], "spacing": settings.get("spacing", "uniform"),
+        rows.append({"sampler": settings["sampler"], "spacing": settings.get("spacing", "uniform"),
+                     "update": update_name(settings), "precision": settings.get("precision", "fp32"),
                      "steps": settings["steps"], "n": len(g["arrays"]), "seeds": sorted(g["seeds"]),
                      "atoms": int(sum(len(z) for _, z in g["arrays"])), "network_calls": settings["network_calls"],
                      "seconds": g["seconds"], "device": ", ".join(sorted(g["devices"])), **score(g["arrays"])})
         print(f"{label}: {rows[-1]['n']} molecules, mol. stability {100 * rows[-1]['molecule_stability']:.1f}%",
               flush=True)
-    return sorted(rows, key=lambda r: (r["sampler"], r["spacing"], -r["steps"]))
+    return sorted(rows, key=lambda r: (r["sampler"], r["spacing"], r["update"] != "ancestral", r["update"],
+                                       r["precision"], -r["steps"]))
+
+
+def series(r: dict) -> tuple:
+    """What a row is a point of: one line of the plot, one group of the table."""
+    return r["sampler"], r["spacing"], r.get("update", "ancestral"), r.get("precision", "fp32")
 
 
 def _pct(p, n) -> str:
@@ -147,17 +169,20 @@ def markdown(rows: list[dict], args, argv) -> str:
          "", "```", "python benchmarks/steps_sweep.py " + " ".join(shlex.quote(a) for a in argv),
          "```", "",
          "Stability in % ± one binomial standard error. Δ = difference from the same sampler's "
-         "1000-step molecule stability (target: |Δ| ≤ 2 points at 100 steps). Calls = network "
-         "evaluations per molecule batch, time = wall-clock for all molecules of the cell.", ""]
-    L.append("| sampler | spacing | steps | molecules | molecule stab. % | Δ vs 1000 | atom stab. % | validity % "
-             "| calls | time s | sampled on |")
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+         "1000-step molecule stability with the default update (ancestral, float32, uniform grid; "
+         "target: |Δ| ≤ 2 points at 100 steps). Update = how atoms move from t to s "
+         "(`ead.diffusion.updates`). Calls = network evaluations per molecule batch, time = "
+         "wall-clock for all molecules of the cell.", ""]
+    L.append("| sampler | spacing | update | precision | steps | molecules | molecule stab. % | Δ vs 1000 "
+             "| atom stab. % | validity % | calls | time s | sampled on |")
+    L.append("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        base = next((b for b in rows if b["sampler"] == r["sampler"] and b["spacing"] == r["spacing"]
+        base = next((b for b in rows if series(b) == (r["sampler"], "uniform", "ancestral", "fp32")
                      and b["steps"] == 1000), None)
         delta = (f"{100 * (r['molecule_stability'] - base['molecule_stability']):+.1f}"
                  if base is not None else "–")
-        L.append(f"| {r['sampler']} | {r['spacing']} | {r['steps']} | {r['n']} | "
+        L.append(f"| {r['sampler']} | {r['spacing']} | {r.get('update', 'ancestral')} | "
+                 f"{r.get('precision', 'fp32')} | {r['steps']} | {r['n']} | "
                  f"{_pct(r['molecule_stability'], r['n'])} | {delta} | "
                  f"{_pct(r['atom_stability'], r['atoms'])} | {_pct(r['validity'], r['n'])} | "
                  f"{r['network_calls']} | {r['seconds']:.1f} | {r.get('device', 'this machine')} |")
@@ -171,13 +196,13 @@ def plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for key in sorted({(r["sampler"], r["spacing"]) for r in rows}):
-        pts = sorted((r["steps"], r["molecule_stability"], r["n"]) for r in rows
-                     if (r["sampler"], r["spacing"]) == key)
+    for key in sorted({series(r) for r in rows}):
+        pts = sorted((r["steps"], r["molecule_stability"], r["n"]) for r in rows if series(r) == key)
         x = [p[0] for p in pts]
         y = [100 * p[1] for p in pts]
         err = [100 * math.sqrt(max(p[1] * (1 - p[1]), 1e-12) / p[2]) for p in pts]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{key[0]} ({key[1]})")
+        extra = ", ".join(v for v in key[1:] if v not in ("uniform", "ancestral", "fp32"))
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=key[0] + (f" ({extra})" if extra else ""))
     ax.set_xscale("log")
     steps = sorted({r["steps"] for r in rows})
     ax.set_xticks(steps, [str(v) for v in steps])
@@ -201,7 +226,8 @@ KEEP = "<!-- kept below: written by hand -->"
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    rows = rows_from_cells(args.from_cells, args.samplers.split(",")) if args.from_cells else run(args)
+    rows = (rows_from_cells(args.from_cells, args.samplers.split(","), args.match) if args.from_cells
+            else run(args))
     md = markdown(rows, args, argv)
     Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(args.out_png, Path(args.out_md).parent)

@@ -75,8 +75,10 @@ def test_card_and_steps_tables_from_cells(tmp_path, micro_model):
     import model_card
     import steps_sweep
 
+    sde = _cells(micro_model, [("sde-synchronous-2", "synchronous")], steps=2)
+    sde[0]["options"]["update"] = "sde-dpm2m"
     cells = _cells(micro_model, [("card-synchronous", "synchronous")], steps=4) + \
-        _cells(micro_model, [("steps-synchronous-2", "synchronous")], steps=2)
+        _cells(micro_model, [("steps-synchronous-2", "synchronous")], steps=2) + sde
     sample_grid.sample_cells(cells, tmp_path / "cells", device="cpu", log=lambda m: None)
     res = sample_grid.evaluate_cells(tmp_path / "cells", reference=None, log=lambda m: None)
     (tmp_path / "m.json").write_text(json.dumps(res, default=str))
@@ -84,7 +86,12 @@ def test_card_and_steps_tables_from_cells(tmp_path, micro_model):
     table = model_card.render(rows, n)
     assert table.splitlines()[2].startswith("| synchronous | 4 | 5 |")   # 4 steps + the decode call
     rows = steps_sweep.rows_from_cells([str(tmp_path / "cells")], ["synchronous"])
-    assert [r["steps"] for r in rows] == [4, 2] and all(r["device"] == "cpu" for r in rows)
+    assert [(r["steps"], r["update"]) for r in rows] == [(4, "ancestral"), (2, "ancestral"), (2, "sde-dpm2m")]
+    assert all(r["device"] == "cpu" for r in rows)
+    rows = steps_sweep.rows_from_cells([str(tmp_path / "cells")], ["synchronous"], match="^(card|sde)-")
+    assert [(r["steps"], r["update"]) for r in rows] == [(4, "ancestral"), (2, "sde-dpm2m")]
+    table = steps_sweep.markdown(rows, steps_sweep.parse_args(["--from-cells", "x"]), [])
+    assert "| synchronous | uniform | sde-dpm2m | fp32 | 2 | 4 |" in table
 
 
 def test_sweep_report_fills_the_named_block_and_steps_doc_keeps_its_reading(tmp_path, micro_model):
@@ -110,7 +117,7 @@ def test_sweep_report_fills_the_named_block_and_steps_doc_keeps_its_reading(tmp_
                              "--out-md", str(md), "--out-png", str(tmp_path / "steps.png")]) == 0
     text = md.read_text()
     assert "generated before" not in text and text.endswith(f"{steps_sweep.KEEP}\n## Reading\nwritten by hand\n")
-    assert "| synchronous | uniform | 2 |" in text
+    assert "| synchronous | uniform | ancestral | fp32 | 2 |" in text
 
 
 def test_gpu_session_gives_a_resumed_run_its_earlier_time_back(tmp_path):

@@ -41,6 +41,11 @@ def test_train_on_sdf_then_sample_sdf_and_xyz(trained, capsys):
     rc = main(["sample", "--model", str(model), "-n", "4", "-o", str(trained / "s.xyz"),
                "--steps", "10", "--sampler", "manual", "--quiet"])
     assert rc == 0 and len(read_molecules(trained / "s.xyz").molecules) == 4
+    out = trained / "d.sdf"
+    rc = main(["sample", "--model", str(model), "-n", "3", "-o", str(out), "--steps", "10",
+               "--update", "dpm2m", "--quiet"])
+    mols = [m for m in Chem.SDMolSupplier(str(out), sanitize=False, removeHs=False)]
+    assert rc == 0 and len(mols) == 3 and mols[0].GetProp("ead_update") == "dpm2m"
 
 
 def test_same_seed_same_file(trained):
@@ -70,6 +75,8 @@ def test_bad_flags(trained, capsys):
         (["sample", "--model", model, "-o", str(trained / "x.txt")], ".sdf or .xyz"),
         (["sample", "--model", model, "-o", str(trained / "nodir" / "x.sdf")], "does not exist"),
         (["sample", "--model", model, "--t-async", "5000", "-o", str(out)], "t_async"),
+        (["sample", "--model", model, "--update", "euler", "-o", str(out)], "invalid choice"),
+        (["sample", "--model", model, "--eta", "2", "-o", str(out)], "[0, 1]"),
         (["train", "--window", "-1"], "integer ≥ 0"),
         (["train", "--preset", "huge"], "invalid choice"),
         (["train", "--window", "600", "--run-dir", str(trained / "w")], "window C"),
@@ -202,3 +209,28 @@ def test_info_prints_versions_cache_and_a_readable_card(capsys):
             "device": "cpu", "continues": [{"run": "a", "steps": 20, "hours": 1.0, "batch_size": 8, "device": "gpu"}],
             "total_training_steps": 30, "total_training_hours": 1.5, "total_molecules_seen": 200}
     assert _card_summary(card).startswith("30 steps, 0.00 M molecules, 1.5 h (20 × 8 on gpu; then 10 × 4 on cpu)")
+
+
+def test_precision_auto_is_bf16_only_where_the_cpu_has_amx(trained, monkeypatch):
+    import torch
+
+    from ead import EADError
+    from ead import pipeline
+
+    cpu = torch.device("cpu")
+    assert pipeline.resolve_precision("fp32", cpu) is None and pipeline.resolve_precision("bf16", cpu) == "bf16"
+    for amx in (True, False):
+        monkeypatch.setattr(pipeline, "has_fast_bf16", lambda device, amx=amx: amx)
+        assert pipeline.resolve_precision("auto", cpu) == ("bf16" if amx else None)
+    with pytest.raises(EADError, match="precision"):
+        pipeline.resolve_precision("int8", cpu)
+    monkeypatch.undo()
+    # the command line's default is auto; --precision fp32 turns it off; both are recorded
+    model = str(trained / "run" / "model")
+    expect = "bf16" if pipeline.has_fast_bf16(cpu) else None
+    for flag, want in (([], expect), (["--precision", "fp32"], None)):
+        out = trained / f"p{len(flag)}.sdf"
+        assert main(["sample", "--model", model, "-n", "2", "-o", str(out), "--steps", "5", "--quiet", *flag]) == 0
+        mol = next(iter(Chem.SDMolSupplier(str(out), sanitize=False, removeHs=False)))
+        got = mol.GetProp("ead_precision") if mol.HasProp("ead_precision") else None
+        assert got == want

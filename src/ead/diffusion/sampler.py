@@ -48,6 +48,8 @@ def run_sampler(denoiser: Callable, noise: NoiseSchedule, schedule: SamplerSched
     t = torch.full((len(mol),), T, dtype=torch.long, device=device)
     state = SamplingState(t, mol, B, z_x, z_h)
     schedule.reset(state)
+    update = schedule.make_update()
+    update.reset(len(mol))
     calls = 0
     if on_step is not None:
         on_step(0, t, z_x, z_h)
@@ -57,8 +59,8 @@ def run_sampler(denoiser: Callable, noise: NoiseSchedule, schedule: SamplerSched
             break
         eps_x, eps_h = denoiser(state.z_x, state.z_h, state.t.to(dtype) / T, mol, B, edges, context)
         calls += 1
-        z_x, z_h = noise.step(state.z_x, state.z_h, eps_x, eps_h, state.t, s, mol, B, generator,
-                              noise_scale)
+        z_x, z_h = update(noise, state.z_x, state.z_h, eps_x, eps_h, state.t, s, mol, B, generator,
+                          noise_scale)
         schedule.observe(state, z_x, z_h, s)
         state = SamplingState(s, mol, B, z_x, z_h)
         if on_step is not None:

@@ -16,6 +16,7 @@ import torch
 
 from .. import EADError
 from .noise import NoiseSchedule, strided_times
+from .updates import UpdateRule, make_update
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,11 +62,18 @@ class SamplerSchedule:
 
     name = "base"
 
-    def __init__(self, noise: NoiseSchedule, steps: int | None = None, spacing: str = "uniform"):
+    def __init__(self, noise: NoiseSchedule, steps: int | None = None, spacing: str = "uniform",
+                 update: str = "ancestral", eta: float = 1.0):
         self.timesteps = noise.timesteps
         self.steps = steps or noise.timesteps
         self.grid = strided_times(self.timesteps, self.steps, spacing, noise)
         self.spacing = spacing
+        self.update, self.eta = update, float(eta)
+        self.make_update()   # bad names / values fail here, before any work
+
+    def make_update(self) -> UpdateRule:
+        """A fresh update rule (how atoms move from t to s) for one trajectory: `updates.py`."""
+        return make_update(self.update, self.eta)
 
     def reset(self, state: SamplingState) -> None:
         self._k = 0
@@ -77,7 +85,10 @@ class SamplerSchedule:
         pass
 
     def settings(self) -> dict:
-        return {"sampler": self.name, "steps": self.steps, "spacing": self.spacing}
+        out = {"sampler": self.name, "steps": self.steps, "spacing": self.spacing}
+        if self.update != "ancestral" or self.eta != 1.0:   # the default stays out of old records
+            out.update(update=self.update, **({"eta": self.eta} if self.update == "ancestral" else {}))
+        return out
 
     def _check_t_async(self, t_async: int | None) -> int:
         """The end of the synchronous warm-up; T/2 by default."""
@@ -114,8 +125,9 @@ class ManualAsyncSchedule(SamplerSchedule):
 
     name = "manual"
 
-    def __init__(self, noise, steps=None, spacing="uniform", window: int = 9, t_async: int | None = None):
-        super().__init__(noise, steps, spacing)
+    def __init__(self, noise, steps=None, spacing="uniform", window: int = 9, t_async: int | None = None,
+                 update: str = "ancestral", eta: float = 1.0):
+        super().__init__(noise, steps, spacing, update, eta)
         self.window = int(window)
         # [ours] warm up to T/2 by default: ranking atoms by distance to the centroid only means
         # something once a shape has formed
@@ -180,8 +192,8 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
     name = "adaptive"
 
     def __init__(self, noise, steps=None, spacing="uniform", window: int = 9, async_ratio: float = 0.8,
-                 history: int = 2, t_async: int | None = None):
-        super().__init__(noise, steps, spacing)
+                 history: int = 2, t_async: int | None = None, update: str = "ancestral", eta: float = 1.0):
+        super().__init__(noise, steps, spacing, update, eta)
         if not 0.0 < async_ratio <= 1.0:
             raise EADError(f"async ratio λ must be in (0, 1], got {async_ratio}")
         if history < 1:
@@ -290,8 +302,9 @@ def make_schedule(name: str, noise: NoiseSchedule, **options) -> SamplerSchedule
     if name not in SAMPLERS:
         raise EADError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
     cls = SAMPLERS[name]
+    common = ("steps", "spacing", "update", "eta")
     if cls is SynchronousSchedule:
-        options = {k: v for k, v in options.items() if k in ("steps", "spacing")}
+        options = {k: v for k, v in options.items() if k in common}
     elif cls is ManualAsyncSchedule:
-        options = {k: v for k, v in options.items() if k in ("steps", "spacing", "window", "t_async")}
+        options = {k: v for k, v in options.items() if k in common + ("window", "t_async")}
     return cls(noise, **{k: v for k, v in options.items() if v is not None})
