@@ -503,6 +503,7 @@ class BenchConfig:
     dense: bool = True            # also the EDM-layout baseline
     tricks: bool = False          # also time each speed trick separately (slow: torch.compile)
     compile: bool = False         # include torch.compile among the tricks
+    precision: str = "auto"       # the flat layout's sampling precision, as `ead sample --precision`
     quick: bool = False
     isolate: bool = True          # each measurement in a fresh process (clean peak RSS)
     seed: int = 0
@@ -549,7 +550,12 @@ def _cell_sample(preset: str, layout: str, cfg: "BenchConfig") -> dict:
     device = torch.device(cfg.device)
     work = qm9_workload(cfg.train_batch, cfg.sample_batch, 1, cfg.seed)
     net = build(preset, cfg.seed).to(device).eval()
-    denoise = accelerate(net) if layout == "flat" else DenseSamplingDenoiser(DenseDenoiser(net))
+    from .pipeline import resolve_precision
+
+    # the flat layout samples as `ead sample` would here; the EDM-layout baseline stays float32
+    autocast = resolve_precision(cfg.precision, device) if layout == "flat" else None
+    denoise = (accelerate(net, autocast=autocast) if layout == "flat"
+               else DenseSamplingDenoiser(DenseDenoiser(net)))
     call = sampling_call_fn(denoise, work.sample_sizes, len(QM9_TYPES) + 1, device, cfg.seed)
     with Interference() as busy, PeakMemory(device) as mem:
         cs = _timed(call, cfg.timed_calls, device)
@@ -729,12 +735,16 @@ def format_report(r: BenchResult) -> str:
              f"{cfg.sample_batch} molecules (sizes from p(M)); dense = EDM layout: training padded "
              f"to the batch's largest molecule (EDM's collate), sampling to {QM9_MAX_ATOMS} atoms, "
              "B·M·M edges with masks")
-    L.append("times are the best of k runs (the machine is shared); float32, eager, default speed "
-             "options; each speed trick off/on is in the tricks table. peak RSS = the measuring "
+    from .pipeline import resolve_precision
+
+    sp = resolve_precision(cfg.precision, torch.device(cfg.device)) or "float32"
+    L.append("times are the best of k runs (the machine is shared); eager, default speed options: "
+             f"training float32, flat sampling {sp} (--precision {cfg.precision}; the dense EDM "
+             "layout float32); each speed trick off/on is in the tricks table. peak RSS = the measuring "
              f"process's peak ({'each measurement in a fresh process' if cfg.isolate else 'one process for all: mixed'}), +MB = rise during the timed "
              "runs; busy = cores that OTHER processes kept busy meanwhile (≫ 0: distrust the row)"
              + (" (--quick: tiny sizes, figures not meaningful)" if cfg.quick else ""))
-    pk = r.peak_gflops["fp32"]
+    pk32 = r.peak_gflops["fp32"]
     L.append("")
     for title, unit, key, prefix in (("training step (loss + backward + clip + AdamW + EMA)", "s/step", "train", "train"),
                                      (f"sampling: one network call on {cfg.sample_batch} molecules", "s/call",
@@ -744,6 +754,9 @@ def format_report(r: BenchResult) -> str:
                  f"{'peak RSS MB':>11} {'+MB':>7} {'busy':>5}")
         for row in r.rows:
             secs, gflop = row[f"{key}_s"], row[f"{key}_gflop"]
+            # %peak against the peak of the precision the row ran in
+            bf16_row = key == "call" and row["layout"] == "flat" and sp == "bf16"
+            pk = r.peak_gflops.get("bf16", pk32) if bf16_row else pk32
             L.append(f"{row['preset']:8} {row['layout']:7} {secs:8.3f} {gflop:8.1f} {gflop / secs:8.1f} "
                      f"{100 * gflop / secs / pk:5.1f}% {row[f'{prefix}_peak_mb']:11.0f} "
                      f"{row[f'{prefix}_delta_mb']:7.0f} {row[f'{prefix}_other_cores']:5.2f}")
@@ -841,6 +854,9 @@ def add_arguments(p) -> None:
     p.add_argument("--tricks", action="store_true", help="time each speed trick separately")
     p.add_argument("--compile", action="store_true", help="include torch.compile in --tricks")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="the flat layout's sampling precision, as `ead sample` (default auto: bf16 "
+                        "on CPUs with AMX); the training step and the dense baseline stay float32")
     p.add_argument("--no-isolate", action="store_true",
                    help="measure in this process (faster; peak memory then mixes measurements)")
     p.add_argument("--check", action="store_true",
@@ -862,6 +878,7 @@ def run_from_args(args) -> int:
     kw = {"device": args.device, "dense": not args.no_dense, "tricks": args.tricks,
           **({"isolate": False} if args.no_isolate else {}),
           "compile": args.compile, "samplers": tuple(args.samplers.split(",")),
+          "precision": args.precision,
           "log": lambda s: print(f"  [{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True)}
     if args.presets:
         bad = [p for p in args.presets.split(",") if p not in PRESETS]
