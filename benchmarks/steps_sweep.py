@@ -198,6 +198,8 @@ def plot(rows: list[dict], path: str) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for key in sorted({series(r) for r in rows}):
         pts = sorted((r["steps"], r["molecule_stability"], r["n"]) for r in rows if series(r) == key)
+        if len(pts) < 2:
+            continue   # a lone cell (a precision or solver check at one budget): in the table only
         x = [p[0] for p in pts]
         y = [100 * p[1] for p in pts]
         err = [100 * math.sqrt(max(p[1] * (1 - p[1]), 1e-12) / p[2]) for p in pts]
@@ -213,7 +215,8 @@ def plot(rows: list[dict], path: str) -> None:
     ax.set_ylabel("molecule stability (%)")
     ax.set_title("Stability vs sampling steps")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -183,10 +183,11 @@ def test_peak_memory_sees_an_allocation():
 def test_bench_quick_runs(capsys):
     from ead.cli import main
 
-    assert main(["bench", "--quick", "--threads", "1"]) == 0
+    assert main(["bench", "--quick", "--threads", "1", "--update", "sde-dpm2m", "--precision", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "training step" in out and "EXTRAPOLATED" in out and "flat/dense" in out
     assert "micro    dense" in out and "GFLOP" in out
+    assert "update rule sde-dpm2m" in out and "flat sampling float32 (--precision fp32" in out
 
 
 def test_bench_rejects_unknown_preset(capsys):

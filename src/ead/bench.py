@@ -476,10 +476,10 @@ class _NullDenoiser:
 
 
 def loop_profile(sampler: str, steps: int, sizes: torch.Tensor, num_features: int, device,
-                 window: int = 9, seed: int = 0) -> dict:
+                 window: int = 9, seed: int = 0, update: str = "ancestral") -> dict:
     """Network calls and loop overhead (s) of a full run of `sampler` at `steps` steps."""
     noise = NoiseSchedule()
-    sched = make_schedule(sampler, noise, steps=steps, window=window)
+    sched = make_schedule(sampler, noise, steps=steps, window=window, update=update)
     g = torch.Generator(device).manual_seed(seed)
     _sync(device)
     t0 = time.perf_counter()
@@ -504,6 +504,7 @@ class BenchConfig:
     tricks: bool = False          # also time each speed trick separately (slow: torch.compile)
     compile: bool = False         # include torch.compile among the tricks
     precision: str = "auto"       # the flat layout's sampling precision, as `ead sample --precision`
+    update: str = "ancestral"     # the samplers' update rule (its per-step work is in the loop overhead)
     quick: bool = False
     isolate: bool = True          # each measurement in a fresh process (clean peak RSS)
     seed: int = 0
@@ -604,7 +605,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     for s in cfg.samplers:
         for steps in cfg.sample_steps:
             result.loops[(s, steps)] = loop_profile(s, steps, work.sample_sizes, nf, device,
-                                                    seed=cfg.seed)
+                                                    seed=cfg.seed, update=cfg.update)
             log(f"loop {s} {steps} steps: {result.loops[(s, steps)]}")
 
     layouts = ["flat", "dense"] if cfg.dense else ["flat"]
@@ -763,7 +764,7 @@ def format_report(r: BenchResult) -> str:
         L.append("")
     L.append(f"sampling throughput, molecules/s — EXTRAPOLATED: calls(S) × s/call (best of "
              f"{cfg.timed_calls} timed calls) + loop overhead(S) (the real sampler run over all S "
-             "steps with a zero-cost network)")
+             f"steps with a zero-cost network; update rule {cfg.update})")
     L.append(f"{'preset':8} {'sampler':12} {'steps':>5} {'calls':>5} {'loop s':>7} {'flat mol/s':>10} "
              f"{'s/mol':>8} {'dense mol/s':>11} {'flat/dense':>10}")
     for preset in cfg.presets:
@@ -854,6 +855,8 @@ def add_arguments(p) -> None:
     p.add_argument("--tricks", action="store_true", help="time each speed trick separately")
     p.add_argument("--compile", action="store_true", help="include torch.compile in --tricks")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
+    p.add_argument("--update", default="ancestral",
+                   help="the samplers' update rule for the throughput table (e.g. sde-dpm2m)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="the flat layout's sampling precision, as `ead sample` (default auto: bf16 "
                         "on CPUs with AMX); the training step and the dense baseline stay float32")
@@ -878,7 +881,7 @@ def run_from_args(args) -> int:
     kw = {"device": args.device, "dense": not args.no_dense, "tricks": args.tricks,
           **({"isolate": False} if args.no_isolate else {}),
           "compile": args.compile, "samplers": tuple(args.samplers.split(",")),
-          "precision": args.precision,
+          "precision": args.precision, "update": args.update,
           "log": lambda s: print(f"  [{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True)}
     if args.presets:
         bad = [p for p in args.presets.split(",") if p not in PRESETS]
