@@ -186,3 +186,22 @@ def test_bf16_sampling_is_opt_in_and_recorded(model):
     assert not torch.equal(low.positions, ref.positions)
     rel = float((low.positions - ref.positions).norm() / ref.positions.norm())
     assert rel < 0.2, rel
+
+
+def test_stall_lag_keeps_the_window_and_moves_stalled_atoms_partly(model):
+    """stall_lag L: a stalled atom moves k − L instead of 0 on a stride-k grid; every molecule
+    still stays inside ±C and every atom still ends at t = 0."""
+    runs = {}
+    for lag in (None, 2):
+        res, spreads, times, sched = _spread_log(model, "adaptive", (5, 9, 14), steps=100, stall_lag=lag,
+                                                 t_async=600)
+        assert max(spreads) <= 2 * 9 and int(times[-1].max()) == 0
+        runs[lag] = (res, spreads)
+    assert runs[2][0].network_calls <= runs[None][0].network_calls + 2
+    # how fast the lag inside a molecule grows: a whole stride per stall (paper) against L units
+    growth = {lag: max(b - a for a, b in zip(sp, sp[1:])) for lag, (_, sp) in runs.items()}
+    assert growth[None] >= 10 and growth[2] <= 2, growth
+    with pytest.raises(EADError, match="uniform"):
+        model.make_schedule("adaptive", steps=100, spacing="snr", stall_lag=2)
+    with pytest.raises(EADError, match="stall_lag"):
+        model.make_schedule("adaptive", steps=100, stall_lag=0)

@@ -155,6 +155,9 @@ def _add_sample(sub):
     p.add_argument("--async-ratio", type=_fraction, help="adaptive: fraction λ of atoms advanced")
     p.add_argument("--history", type=_positive_int, help="adaptive: velocity window w")
     p.add_argument("--t-async", type=_nonneg_int, help="synchronous warm-up down to this time")
+    p.add_argument("--stall-lag", type=_positive_int,
+                   help="adaptive, strided grids: a stalled atom falls this many time units behind "
+                        "per iteration instead of a whole stride (default: a whole stride, the paper's)")
     p.add_argument("--update", choices=list(UPDATES),
                    help="how atoms move from t to s: ancestral (EDM's step, default; --eta < 1 = DDIM) "
                         "or dpm2m (DPM-Solver++(2M), deterministic, second order)")
@@ -198,7 +201,7 @@ def _run_sample(args) -> int:
     model.autocast = args.precision
     options = dict(steps=args.steps, spacing=args.spacing, window=args.window,
                    async_ratio=args.async_ratio, history=args.history, t_async=args.t_async,
-                   update=args.update, eta=args.eta)
+                   update=args.update, eta=args.eta, stall_lag=args.stall_lag)
     schedule = model.make_schedule(args.sampler, **options)  # bad values fail here, before any work
     if args.t_async is not None and args.t_async > model.config.timesteps:
         raise EADError(f"--t-async must be ≤ T = {model.config.timesteps}")

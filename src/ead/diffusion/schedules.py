@@ -192,8 +192,19 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
     name = "adaptive"
 
     def __init__(self, noise, steps=None, spacing="uniform", window: int = 9, async_ratio: float = 0.8,
-                 history: int = 2, t_async: int | None = None, update: str = "ancestral", eta: float = 1.0):
+                 history: int = 2, t_async: int | None = None, update: str = "ancestral", eta: float = 1.0,
+                 stall_lag: int | None = None):
         super().__init__(noise, steps, spacing, update, eta)
+        # [ours, for strided grids] how far a stalled atom falls behind per iteration, in time units.
+        # None = it stops (the paper's rule): on a grid with stride k it falls k behind, so at 100
+        # steps two stalls exhaust the 2C = 18 window that one-unit lags fill slowly at 1000 steps.
+        # An integer L < k lets it move k − L instead (uniform grids only; times then leave the grid).
+        if stall_lag is not None:
+            if spacing != "uniform":
+                raise EADError("stall_lag needs the uniform step spacing")
+            if int(stall_lag) < 1:
+                raise EADError(f"stall_lag must be ≥ 1 time unit, got {stall_lag}")
+        self.stall_lag = None if stall_lag is None else int(stall_lag)
         if not 0.0 < async_ratio <= 1.0:
             raise EADError(f"async ratio λ must be in (0, 1], got {async_ratio}")
         if history < 1:
@@ -238,7 +249,11 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
             0, state.mol, active.long())
         quota = torch.ceil(self.async_ratio * n_active.to(torch.float64)).long()
         advance = active & (rank < quota[state.mol])
-        s = torch.where(advance, self._next_grid(t), t)
+        if self.stall_lag is None:
+            s = torch.where(advance, self._next_grid(t), t)
+        else:   # fixed strides from each atom's own time: advance k, a stalled atom k − L
+            k = max(1, round(self._stride))
+            s = (t - torch.where(advance, k, max(k - self.stall_lag, 0))).clamp_min(0)
         lead = torch.full((state.num_molecules,), self.timesteps, dtype=t.dtype, device=t.device)
         lead = lead.scatter_reduce(0, state.mol, s, reduce="amin")
         s = torch.minimum(s, lead[state.mol] + 2 * self.window)
@@ -257,7 +272,8 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
 
     def settings(self):
         return {**super().settings(), "window": self.window, "async_ratio": self.async_ratio,
-                "history": self.history, "t_async": self.t_async}
+                "history": self.history, "t_async": self.t_async,
+                **({"stall_lag": self.stall_lag} if self.stall_lag is not None else {})}
 
 
 class LaggedFlag:
