@@ -131,18 +131,27 @@ def rows_from_cells(folders: list[str], samplers: list[str], match: str | None =
         settings = g["meta"]["settings"]
         rows.append({"sampler": settings["sampler"], "spacing": settings.get("spacing", "uniform"),
                      "update": update_name(settings), "precision": settings.get("precision", "fp32"),
+                     # adaptive cells drawn before the option existed used the paper's stop (0)
+                     "stall_lag": settings.get("stall_lag", 0) if settings["sampler"] == "adaptive" else None,
                      "steps": settings["steps"], "n": len(g["arrays"]), "seeds": sorted(g["seeds"]),
                      "atoms": int(sum(len(z) for _, z in g["arrays"])), "network_calls": settings["network_calls"],
                      "seconds": g["seconds"], "device": ", ".join(sorted(g["devices"])), **score(g["arrays"])})
         print(f"{label}: {rows[-1]['n']} molecules, mol. stability {100 * rows[-1]['molecule_stability']:.1f}%",
               flush=True)
-    return sorted(rows, key=lambda r: (r["sampler"], r["spacing"], r["update"] != "ancestral", r["update"],
-                                       r["precision"], -r["steps"]))
+    return sorted(rows, key=lambda r: (r["sampler"], r.get("stall_lag") or 0, r["spacing"],
+                                       r["update"] != "ancestral", r["update"], r["precision"], -r["steps"]))
 
 
 def series(r: dict) -> tuple:
     """What a row is a point of: one line of the plot, one group of the table."""
-    return r["sampler"], r["spacing"], r.get("update", "ancestral"), r.get("precision", "fp32")
+    return (sampler_name(r), r["spacing"], r.get("update", "ancestral"), r.get("precision", "fp32"))
+
+
+def sampler_name(r: dict) -> str:
+    """The sampler as the table shows it; the adaptive one with its stall lag when it is not the
+    paper's stop (at 1000 steps every lag is the same rule, so it is left out there)."""
+    lag = r.get("stall_lag")
+    return f"{r['sampler']}, stall lag {lag}" if lag and r["steps"] < 1000 else r["sampler"]
 
 
 def _pct(p, n) -> str:
@@ -177,11 +186,12 @@ def markdown(rows: list[dict], args, argv) -> str:
              "| atom stab. % | validity % | calls | time s | sampled on |")
     L.append("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        base = next((b for b in rows if series(b) == (r["sampler"], "uniform", "ancestral", "fp32")
+        base = next((b for b in rows if b["sampler"] == r["sampler"] and b["spacing"] == "uniform"
+                     and b.get("update", "ancestral") == "ancestral" and b.get("precision", "fp32") == "fp32"
                      and b["steps"] == 1000), None)
         delta = (f"{100 * (r['molecule_stability'] - base['molecule_stability']):+.1f}"
                  if base is not None else "–")
-        L.append(f"| {r['sampler']} | {r['spacing']} | {r.get('update', 'ancestral')} | "
+        L.append(f"| {sampler_name(r)} | {r['spacing']} | {r.get('update', 'ancestral')} | "
                  f"{r.get('precision', 'fp32')} | {r['steps']} | {r['n']} | "
                  f"{_pct(r['molecule_stability'], r['n'])} | {delta} | "
                  f"{_pct(r['atom_stability'], r['atoms'])} | {_pct(r['validity'], r['n'])} | "

@@ -92,6 +92,10 @@ def test_card_and_steps_tables_from_cells(tmp_path, micro_model):
     assert [(r["steps"], r["update"]) for r in rows] == [(4, "ancestral"), (2, "sde-dpm2m")]
     table = steps_sweep.markdown(rows, steps_sweep.parse_args(["--from-cells", "x"]), [])
     assert "| synchronous | uniform | sde-dpm2m | fp32 | 2 | 4 |" in table
+    lag = _cells(micro_model, [("steps-adaptive-2", "adaptive")], steps=2)
+    sample_grid.sample_cells(lag, tmp_path / "lag", device="cpu", log=lambda m: None)
+    rows = steps_sweep.rows_from_cells([str(tmp_path / "lag")], ["adaptive"])
+    assert steps_sweep.sampler_name(rows[0]) == "adaptive, stall lag 1"      # the default, recorded
 
 
 def test_sweep_report_fills_the_named_block_and_steps_doc_keeps_its_reading(tmp_path, micro_model):

@@ -190,18 +190,29 @@ def test_bf16_sampling_is_opt_in_and_recorded(model):
 
 def test_stall_lag_keeps_the_window_and_moves_stalled_atoms_partly(model):
     """stall_lag L: a stalled atom moves k − L instead of 0 on a stride-k grid; every molecule
-    still stays inside ±C and every atom still ends at t = 0."""
+    still stays inside ±C and every atom still ends at t = 0. 0 = the paper's stop."""
     runs = {}
-    for lag in (None, 2):
+    for lag in (0, 2):
         res, spreads, times, sched = _spread_log(model, "adaptive", (5, 9, 14), steps=100, stall_lag=lag,
                                                  t_async=600)
         assert max(spreads) <= 2 * 9 and int(times[-1].max()) == 0
         runs[lag] = (res, spreads)
-    assert runs[2][0].network_calls <= runs[None][0].network_calls + 2
+    assert runs[2][0].network_calls <= runs[0][0].network_calls + 2
     # how fast the lag inside a molecule grows: a whole stride per stall (paper) against L units
     growth = {lag: max(b - a for a, b in zip(sp, sp[1:])) for lag, (_, sp) in runs.items()}
-    assert growth[None] >= 10 and growth[2] <= 2, growth
+    assert growth[0] >= 10 and growth[2] <= 2, growth
+    assert model.make_schedule("adaptive", steps=100).stall_lag == 1              # the default
+    assert model.make_schedule("adaptive", steps=100, spacing="snr").stall_lag == 0
     with pytest.raises(EADError, match="uniform"):
         model.make_schedule("adaptive", steps=100, spacing="snr", stall_lag=2)
     with pytest.raises(EADError, match="stall_lag"):
-        model.make_schedule("adaptive", steps=100, stall_lag=0)
+        model.make_schedule("adaptive", steps=100, stall_lag=-1)
+
+
+def test_default_stall_lag_is_the_papers_rule_at_full_steps(model):
+    """At steps = T the stride is one time unit: the default (L = 1) and the paper's stop (L = 0)
+    give the same molecules, bit for bit."""
+    out = [_spread_log(model, "adaptive", (5, 9), steps=1000, stall_lag=lag, t_async=600)[0]
+           for lag in (0, 1)]
+    assert out[0].network_calls == out[1].network_calls
+    assert torch.equal(out[0].positions, out[1].positions) and torch.equal(out[0].atom_index, out[1].atom_index)

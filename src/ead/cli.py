@@ -155,9 +155,10 @@ def _add_sample(sub):
     p.add_argument("--async-ratio", type=_fraction, help="adaptive: fraction λ of atoms advanced")
     p.add_argument("--history", type=_positive_int, help="adaptive: velocity window w")
     p.add_argument("--t-async", type=_nonneg_int, help="synchronous warm-up down to this time")
-    p.add_argument("--stall-lag", type=_positive_int,
-                   help="adaptive, strided grids: a stalled atom falls this many time units behind "
-                        "per iteration instead of a whole stride (default: a whole stride, the paper's)")
+    p.add_argument("--stall-lag", type=_nonneg_int,
+                   help="adaptive: time units a stalled atom falls behind per iteration (default 1 on "
+                        "uniform grids: at --steps < T it moves the rest of the stride; 0 = it stops "
+                        "for a whole stride, the paper's rule; the same at --steps = T)")
     p.add_argument("--update", choices=list(UPDATES),
                    help="how atoms move from t to s: ancestral (EDM's step, default; --eta < 1 = DDIM) "
                         "or dpm2m (DPM-Solver++(2M), deterministic, second order)")

@@ -196,15 +196,19 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
                  stall_lag: int | None = None):
         super().__init__(noise, steps, spacing, update, eta)
         # [ours, for strided grids] how far a stalled atom falls behind per iteration, in time units.
-        # None = it stops (the paper's rule): on a grid with stride k it falls k behind, so at 100
+        # 0 = it stops (the paper's rule): on a grid with stride k it then falls k behind, so at 100
         # steps two stalls exhaust the 2C = 18 window that one-unit lags fill slowly at 1000 steps.
-        # An integer L < k lets it move k − L instead (uniform grids only; times then leave the grid).
-        if stall_lag is not None:
-            if spacing != "uniform":
-                raise EADError("stall_lag needs the uniform step spacing")
-            if int(stall_lag) < 1:
-                raise EADError(f"stall_lag must be ≥ 1 time unit, got {stall_lag}")
-        self.stall_lag = None if stall_lag is None else int(stall_lag)
+        # L ≥ 1 lets it move k − L instead (uniform grids only; times then leave the grid). Default
+        # (None): 1 on uniform grids — identical to the paper's rule at steps = T, where k = 1 —
+        # and 0 on other spacings. At 100 steps it lifts the adaptive sampler's molecule stability
+        # from 19.7 to 23.9 % (sde-dpm2m update; docs/steps_sweep.md).
+        if stall_lag is None:
+            stall_lag = 1 if spacing == "uniform" else 0
+        if int(stall_lag) < 0:
+            raise EADError(f"stall_lag must be ≥ 0 time units, got {stall_lag}")
+        if int(stall_lag) > 0 and spacing != "uniform":
+            raise EADError("stall_lag ≥ 1 needs the uniform step spacing (0 = the paper's stop)")
+        self.stall_lag = int(stall_lag)
         if not 0.0 < async_ratio <= 1.0:
             raise EADError(f"async ratio λ must be in (0, 1], got {async_ratio}")
         if history < 1:
@@ -249,7 +253,7 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
             0, state.mol, active.long())
         quota = torch.ceil(self.async_ratio * n_active.to(torch.float64)).long()
         advance = active & (rank < quota[state.mol])
-        if self.stall_lag is None:
+        if self.stall_lag == 0:
             s = torch.where(advance, self._next_grid(t), t)
         else:   # fixed strides from each atom's own time: advance k, a stalled atom k − L
             k = max(1, round(self._stride))
@@ -272,8 +276,7 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
 
     def settings(self):
         return {**super().settings(), "window": self.window, "async_ratio": self.async_ratio,
-                "history": self.history, "t_async": self.t_async,
-                **({"stall_lag": self.stall_lag} if self.stall_lag is not None else {})}
+                "history": self.history, "t_async": self.t_async, "stall_lag": self.stall_lag}
 
 
 class LaggedFlag:
