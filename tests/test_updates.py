@@ -48,6 +48,20 @@ def _run(name, steps, update, eta=1.0, seed=0, **opts):
         torch.set_default_dtype(torch.float32)
 
 
+def _one_step_inputs(seed):
+    """Two molecules (5 and 7 atoms) at random per-atom times t, targets s ≤ t, iterate and ε̂:
+    the arguments of one update call (float64)."""
+    noise = NoiseSchedule("polynomial_2", 1000)
+    torch.manual_seed(seed)
+    mol = molecule_index(torch.tensor([5, 7]))
+    d = torch.float64
+    zx, zh = remove_mean(torch.randn(12, 3, dtype=d), mol, 2), torch.randn(12, 4, dtype=d)
+    ex, eh = remove_mean(torch.randn(12, 3, dtype=d), mol, 2), torch.randn(12, 4, dtype=d)
+    t = torch.randint(1, 1001, (12,))
+    s = (t - torch.randint(0, 40, (12,))).clamp_min(0)
+    return noise, (zx, zh, ex, eh, t, s, mol, 2)
+
+
 @pytest.mark.parametrize("steps", [10, 25])
 def test_dpm2m_is_more_accurate_than_ddim(steps):
     errs = {}
@@ -70,18 +84,11 @@ def test_ddim_is_deterministic_and_eta_adds_noise():
 
 def test_eta_near_one_matches_the_ancestral_step():
     """DDIM's family at eta → 1 is EDM's ancestral step (the same posterior, written another way)."""
-    noise = NoiseSchedule("polynomial_2", 1000)
-    torch.manual_seed(0)
-    n = torch.tensor([5, 7])
-    mol = molecule_index(n)
-    zx, zh = remove_mean(torch.randn(12, 3, dtype=torch.float64), mol, 2), torch.randn(12, 4, dtype=torch.float64)
-    ex, eh = remove_mean(torch.randn(12, 3, dtype=torch.float64), mol, 2), torch.randn(12, 4, dtype=torch.float64)
-    t = torch.randint(1, 1001, (12,))
-    s = (t - torch.randint(0, 40, (12,))).clamp_min(0)
     from ead.diffusion.updates import Ancestral
 
-    ref = Ancestral(1.0)(noise, zx, zh, ex, eh, t, s, mol, 2, torch.Generator().manual_seed(5))
-    alt = Ancestral(1.0 - 1e-12)(noise, zx, zh, ex, eh, t, s, mol, 2, torch.Generator().manual_seed(5))
+    noise, args = _one_step_inputs(0)
+    ref = Ancestral(1.0)(noise, *args, torch.Generator().manual_seed(5))
+    alt = Ancestral(1.0 - 1e-12)(noise, *args, torch.Generator().manual_seed(5))
     for u, v in zip(ref, alt):
         assert torch.allclose(u, v, atol=1e-8)
 
@@ -103,21 +110,13 @@ def test_bad_update_options():
 
 
 def test_sde_dpm2m_first_move_is_the_ancestral_step():
-    noise = NoiseSchedule("polynomial_2", 1000)
-    torch.manual_seed(1)
-    n = torch.tensor([5, 7])
-    mol = molecule_index(n)
-    d = torch.float64
-    zx, zh = remove_mean(torch.randn(12, 3, dtype=d), mol, 2), torch.randn(12, 4, dtype=d)
-    ex, eh = remove_mean(torch.randn(12, 3, dtype=d), mol, 2), torch.randn(12, 4, dtype=d)
-    t = torch.randint(1, 1001, (12,))
-    s = (t - torch.randint(0, 40, (12,))).clamp_min(0)
     from ead.diffusion.updates import make_update
 
-    ref = make_update("ancestral")(noise, zx, zh, ex, eh, t, s, mol, 2, torch.Generator().manual_seed(5))
+    noise, args = _one_step_inputs(1)
+    ref = make_update("ancestral")(noise, *args, torch.Generator().manual_seed(5))
     sde = make_update("sde-dpm2m")
-    sde.reset(12)
-    out = sde(noise, zx, zh, ex, eh, t, s, mol, 2, torch.Generator().manual_seed(5))
+    sde.reset()
+    out = sde(noise, *args, torch.Generator().manual_seed(5))
     for u, v in zip(ref, out):
         assert torch.allclose(u, v, atol=1e-10)
 

@@ -39,6 +39,7 @@ from .diffusion.noise import NoiseSchedule, center
 from .diffusion.sampler import accelerate, run_sampler
 from .diffusion.schedules import TrainingWindow, make_schedule
 from .model.egnn import PLAIN, Denoiser, SpeedOptions
+from .pipeline import cpu_flags, resolve_precision
 
 # EDM's reference code on this machine kind (2 cores), as measured and quoted in issue 4 — not
 # re-measured here: seconds per training step at batch 64, and seconds per sampling step for a
@@ -59,20 +60,16 @@ def _edm_reference(preset: str, device: str) -> dict | None:
 def machine_info(device: torch.device | str = "cpu") -> dict:
     """CPU model and cores (from lscpu's source, /proc/cpuinfo), torch threads, bf16 support."""
     info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device),
-            "flags": set()}
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device)}
     try:
         with open("/proc/cpuinfo") as f:
-            text = f.read()
-        for line in text.splitlines():
-            if line.startswith("model name") and info["cpu"] in (platform.processor(), platform.machine()):
-                info["cpu"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                info["flags"] = set(line.split(":", 1)[1].split())
-                break
+            for line in f:
+                if line.startswith("model name") and info["cpu"] in (platform.processor(), platform.machine()):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
-    flags = info.pop("flags")
+    flags = cpu_flags()
     info["bf16_hw"] = "amx_bf16" if "amx_bf16" in flags else ("avx512_bf16" if "avx512_bf16" in flags else "none")
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
@@ -551,8 +548,6 @@ def _cell_sample(preset: str, layout: str, cfg: "BenchConfig") -> dict:
     device = torch.device(cfg.device)
     work = qm9_workload(cfg.train_batch, cfg.sample_batch, 1, cfg.seed)
     net = build(preset, cfg.seed).to(device).eval()
-    from .pipeline import resolve_precision
-
     # the flat layout samples as `ead sample` would here; the EDM-layout baseline stays float32
     autocast = resolve_precision(cfg.precision, device) if layout == "flat" else None
     denoise = (accelerate(net, autocast=autocast) if layout == "flat"
@@ -736,8 +731,6 @@ def format_report(r: BenchResult) -> str:
              f"{cfg.sample_batch} molecules (sizes from p(M)); dense = EDM layout: training padded "
              f"to the batch's largest molecule (EDM's collate), sampling to {QM9_MAX_ATOMS} atoms, "
              "B·M·M edges with masks")
-    from .pipeline import resolve_precision
-
     sp = resolve_precision(cfg.precision, torch.device(cfg.device)) or "float32"
     L.append("times are the best of k runs (the machine is shared); eager, default speed options: "
              f"training float32, flat sampling {sp} (--precision {cfg.precision}; the dense EDM "

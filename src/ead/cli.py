@@ -38,24 +38,24 @@ _positive_int = _int_at_least(1, "a positive integer")
 _nonneg_int = _int_at_least(0, "an integer ≥ 0")
 
 
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0.0 < v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return v
+def _float_in_unit(open_at_zero: bool):
+    """An argparse type: a number in (0, 1] or in [0, 1]."""
+    span = "(0, 1]" if open_at_zero else "[0, 1]"
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {span}, got {text!r}") from None
+        if not (0.0 < v if open_at_zero else 0.0 <= v) or v > 1.0:
+            raise argparse.ArgumentTypeError(f"expected a number in {span}, got {text!r}")
+        return v
+
+    return parse
 
 
-def _unit_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return v
+_fraction = _float_in_unit(open_at_zero=True)
+_unit_float = _float_in_unit(open_at_zero=False)
 
 
 def _positive_float(text: str) -> float:

@@ -49,7 +49,7 @@ def run_sampler(denoiser: Callable, noise: NoiseSchedule, schedule: SamplerSched
     state = SamplingState(t, mol, B, z_x, z_h)
     schedule.reset(state)
     update = schedule.make_update()
-    update.reset(len(mol))
+    update.reset()
     calls = 0
     if on_step is not None:
         on_step(0, t, z_x, z_h)

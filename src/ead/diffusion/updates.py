@@ -30,8 +30,8 @@ UPDATES = ("ancestral", "dpm2m", "sde-dpm2m")
 class UpdateRule:
     name = "base"
 
-    def reset(self, num_atoms: int) -> None:
-        pass
+    def reset(self) -> None:
+        """Called before each trajectory (rules with memory forget it here)."""
 
     def __call__(self, noise: NoiseSchedule, z_x, z_h, eps_x, eps_h, t, s, mol, num_molecules,
                  generator=None, noise_scale: float = 1.0):
@@ -53,11 +53,8 @@ class Ancestral(UpdateRule):
                  noise_scale=1.0):
         if self.eta == 1.0:
             return noise.step(z_x, z_h, eps_x, eps_h, t, s, mol, num_molecules, generator, noise_scale)
-        a2 = noise._tables(t.device)[0]
-        alpha_t, alpha_s = a2[t].sqrt(), a2[s].sqrt()
-        sigma_t, sigma_s = (1 - a2[t]).sqrt(), (1 - a2[s]).sqrt()
-        _, _, c_full = noise.step_coefficients(t, s)
-        c = self.eta * c_full
+        alpha_t, alpha_s, sigma_t, sigma_s = noise.alpha(t), noise.alpha(s), noise.sigma(t), noise.sigma(s)
+        c = self.eta * noise.step_coefficients(t, s)[2]
         a = alpha_s / alpha_t
         b = alpha_s * sigma_t / alpha_t - (sigma_s**2 - c**2).clamp_min(0).sqrt()
         a, b, c = (v.to(z_x.dtype).unsqueeze(-1) for v in (a, b, c * noise_scale))
@@ -84,29 +81,27 @@ class DPMSolver2M(UpdateRule):
         if stochastic:
             self.name = "sde-dpm2m"
 
-    def reset(self, num_atoms: int) -> None:
-        self._prev = None   # (x̂_x, x̂_h, h, valid) per atom from the atom's last move
+    def reset(self) -> None:
+        self._prev = None   # (x̂_x, x̂_h, h, moved before) per atom, from the atom's last move
 
     def __call__(self, noise, z_x, z_h, eps_x, eps_h, t, s, mol, num_molecules, generator=None,
                  noise_scale=1.0):
-        a2 = noise._tables(t.device)[0]
-        alpha_t, alpha_s = a2[t].sqrt(), a2[s].sqrt()
-        sigma_t, sigma_s = (1 - a2[t]).sqrt(), (1 - a2[s]).sqrt()
-        h = (torch.log(alpha_s) - torch.log(sigma_s)) - (torch.log(alpha_t) - torch.log(sigma_t))
+        alpha_s, sigma_t, sigma_s = noise.alpha(s), noise.sigma(t), noise.sigma(s)
+        h = 0.5 * (noise.log_snr(s) - noise.log_snr(t))      # λ = log(α/σ) = log-SNR / 2
         moved = s < t
         dt = z_x.dtype
-        xhat_x = (z_x - sigma_t.to(dt).unsqueeze(-1) * eps_x) / alpha_t.to(dt).unsqueeze(-1)
-        xhat_h = (z_h - sigma_t.to(dt).unsqueeze(-1) * eps_h) / alpha_t.to(dt).unsqueeze(-1)
-        d_x, d_h = xhat_x, xhat_h
-        if self._prev is not None:
-            px, ph, h_prev, valid = self._prev
-            second = valid & moved
-            if self.lower_order_final:
-                second = second & (s > 0)
-            r = torch.where(second, h_prev / torch.where(moved, h, torch.ones_like(h)), torch.ones_like(h))
-            k = torch.where(second, 0.5 / r, torch.zeros_like(r)).to(dt).unsqueeze(-1)
-            d_x = xhat_x + k * (xhat_x - px)
-            d_h = xhat_h + k * (xhat_h - ph)
+        xhat_x, xhat_h = noise.predict_clean(z_x, eps_x, t), noise.predict_clean(z_h, eps_h, t)
+        if self._prev is None:   # no atom has moved yet: every correction below is zero
+            self._prev = (torch.zeros_like(xhat_x), torch.zeros_like(xhat_h), torch.zeros_like(h),
+                          torch.zeros_like(moved))
+        px, ph, h_prev, valid = self._prev
+        second = valid & moved
+        if self.lower_order_final:
+            second = second & (s > 0)
+        r = torch.where(second, h_prev / torch.where(moved, h, torch.ones_like(h)), torch.ones_like(h))
+        k = torch.where(second, 0.5 / r, torch.zeros_like(r)).to(dt).unsqueeze(-1)
+        d_x = xhat_x + k * (xhat_x - px)
+        d_h = xhat_h + k * (xhat_h - ph)
         # an atom with s = t gets ratio 1 and coef 0: it stays put (up to the molecule's re-centring,
         # as in the ancestral step) and keeps its last move's memory
         if self.stochastic:
@@ -117,21 +112,16 @@ class DPMSolver2M(UpdateRule):
             std = (sigma_s * one_minus.sqrt() * noise_scale).to(dt).unsqueeze(-1)
             new_x = ratio * z_x - coef * d_x + std * center(_randn(z_x, generator), mol, num_molecules)
             new_h = ratio * z_h - coef * d_h + std * _randn(z_h, generator)
-            new_x = center(new_x, mol, num_molecules)
         else:
             # z_s = (σ_s/σ_t)·z − α_s·(e^{−h} − 1)·D
             ratio = (sigma_s / sigma_t).to(dt).unsqueeze(-1)
             coef = (alpha_s * torch.expm1(-h)).to(dt).unsqueeze(-1)
-            new_x = center(ratio * z_x - coef * d_x, mol, num_molecules)
+            new_x = ratio * z_x - coef * d_x
             new_h = ratio * z_h - coef * d_h
-        if self._prev is None:
-            self._prev = (xhat_x, xhat_h, h, moved.clone())
-        else:
-            px, ph, h_prev, valid = self._prev
-            m = moved.unsqueeze(-1)
-            self._prev = (torch.where(m, xhat_x, px), torch.where(m, xhat_h, ph),
-                          torch.where(moved, h, h_prev), valid | moved)
-        return new_x, new_h
+        m = moved.unsqueeze(-1)
+        self._prev = (torch.where(m, xhat_x, px), torch.where(m, xhat_h, ph),
+                      torch.where(moved, h, h_prev), valid | moved)
+        return center(new_x, mol, num_molecules), new_h
 
 
 def make_update(name: str = "ancestral", eta: float = 1.0) -> UpdateRule:
