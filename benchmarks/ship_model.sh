@@ -2,17 +2,24 @@
 # Copy the EMA model of the shipped training run into the package (src/ead/pretrained/qm9) with
 # the default sampler settings; then measure it for the card (benchmarks/model_card.py, or on a GPU
 # benchmarks/gpu_session.py + benchmarks/sample_grid.py evaluate).
-#   bash benchmarks/ship_model.sh [RUN_DIR]   (default: the run being trained on, training/qm9-small-c9-cpu5;
-#   the model shipped now came from training/qm9-small-c9-gpu)
+#   bash benchmarks/ship_model.sh [RUN_DIR | MODEL_DIR]   (default: the run being trained on,
+#   training/qm9-small-c9-cpu5; a run folder's model/ is re-exported at every checkpoint, so copy it
+#   aside first when training is running and pass the copy)
+# Default sampler: the paper's adaptive sampler (λ = 0.8, w = 2) in the few-step setting, 100 network
+# calls with the DPM-Solver++(2M) SDE update and stall lag 1 — the same card quality as 1000 ancestral
+# steps at a tenth of the calls (docs/steps_sweep.md). The paper's setting is one flag away:
+#   ead sample --steps 1000 --update ancestral --stall-lag 0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${1:-training/qm9-small-c9-cpu5}"
 .venv/bin/python - "$RUN" <<'PY'
 import sys
 from ead.pipeline import EAD
-m = EAD.from_pretrained(f"{sys.argv[1]}/model")
-m.sampler_defaults = {"sampler": "adaptive", "steps": 1000, "spacing": "uniform",
-                      "async_ratio": 0.8, "history": 2}
+from pathlib import Path
+src = Path(sys.argv[1])
+m = EAD.from_pretrained(src / "model" if (src / "model").is_dir() else src)
+m.sampler_defaults = {"sampler": "adaptive", "steps": 100, "spacing": "uniform", "update": "sde-dpm2m",
+                      "async_ratio": 0.8, "history": 2, "stall_lag": 1}
 m.save_pretrained("src/ead/pretrained/qm9")
 print("shipped", m.card)
 PY

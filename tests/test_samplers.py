@@ -216,3 +216,12 @@ def test_default_stall_lag_is_the_papers_rule_at_full_steps(model):
            for lag in (0, 1)]
     assert out[0].network_calls == out[1].network_calls
     assert torch.equal(out[0].positions, out[1].positions) and torch.equal(out[0].atom_index, out[1].atom_index)
+
+
+def test_default_sampler_runs_at_the_models_own_T(tmp_path):
+    # a model trained with T = 200 samples with its defaults (steps = its T, not a fixed 1000)
+    cfg = ModelConfig.from_preset("micro", size_histogram={5: 1}, window=3, timesteps=200)
+    m = EAD.from_pretrained(EAD(cfg, device="cpu").save_pretrained(tmp_path / "t200"), device="cpu")
+    arrays, settings = m.sample_arrays(2, seed=0)
+    assert settings["sampler"] == "adaptive" and settings["steps"] == 200
+    assert len(arrays) == 2 and all(np.isfinite(p).all() for p, _ in arrays)

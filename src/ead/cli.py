@@ -149,7 +149,9 @@ def _add_sample(sub):
     p.add_argument("-n", "--num", type=_positive_int, default=100, help="number of molecules")
     p.add_argument("-o", "--output", default="samples.sdf", help=".sdf or .xyz (default samples.sdf)")
     p.add_argument("--sampler", choices=list(SAMPLERS), help="synchronous | manual | adaptive")
-    p.add_argument("--steps", type=_positive_int, help="network steps (≤ T; fewer = strided)")
+    p.add_argument("--steps", type=_positive_int,
+                   help="network steps (≤ T; fewer = strided); default: the model's (the shipped qm9: "
+                        "100; trained models: T)")
     p.add_argument("--spacing", choices=["uniform", "snr"], help="how strided steps are spread")
     p.add_argument("--window", type=_nonneg_int, help="asynchrony window C (default: the model's)")
     p.add_argument("--async-ratio", type=_fraction, help="adaptive: fraction λ of atoms advanced")
@@ -160,8 +162,9 @@ def _add_sample(sub):
                         "uniform grids: at --steps < T it moves the rest of the stride; 0 = it stops "
                         "for a whole stride, the paper's rule; the same at --steps = T)")
     p.add_argument("--update", choices=list(UPDATES),
-                   help="how atoms move from t to s: ancestral (EDM's step, default; --eta < 1 = DDIM) "
-                        "or dpm2m (DPM-Solver++(2M), deterministic, second order)")
+                   help="how atoms move from t to s: ancestral (EDM's step; --eta < 1 = DDIM), sde-dpm2m "
+                        "(DPM-Solver++(2M) SDE: the few-step rule) or dpm2m (its deterministic ODE form); "
+                        "default: the model's (the shipped qm9: sde-dpm2m; trained models: ancestral)")
     p.add_argument("--eta", type=_unit_float,
                    help="ancestral: share of the fresh noise per step, 1 = EDM (default), 0 = DDIM")
     p.add_argument("--num-atoms", type=_positive_int, help="fixed molecule size (default: p(M))")

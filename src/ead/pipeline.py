@@ -28,7 +28,10 @@ from .model.egnn import Denoiser
 
 PRETRAINED_DIR = Path(__file__).with_name("pretrained")
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
-DEFAULT_SAMPLER = {"sampler": "adaptive", "steps": 1000, "spacing": "uniform"}
+# A model's sampler defaults when its config names none: the paper's adaptive sampler at steps = T
+# (its own T, not 1000: a model trained with --timesteps 500 must sample with its defaults). The
+# shipped QM9 model overrides them with the few-step setting its card measures (ship_model.sh).
+DEFAULT_SAMPLER = {"sampler": "adaptive", "spacing": "uniform"}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
