@@ -1,0 +1,36 @@
+"""The model shipped inside the package (issue 5): it loads offline, says what it is, and samples
+with its own default settings — the few-step setting its card measures."""
+
+import numpy as np
+import pytest
+
+from ead.pipeline import EAD, available_models
+
+pytestmark = pytest.mark.skipif("qm9" not in available_models(), reason="no shipped QM9 model")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return EAD.from_pretrained("qm9", device="cpu")
+
+
+def test_shipped_model_describes_itself(shipped):
+    cfg = shipped.config
+    assert cfg.dataset == "qm9" and list(cfg.atom_types) == [1, 6, 7, 8, 9] and cfg.window == 9
+    card = shipped.card
+    assert card["training_steps"] > 0 and card["total_training_steps"] >= card["training_steps"]
+    # the default sampler is the card's: adaptive (λ = 0.8, w = 2), 100 calls, DPM-Solver++(2M) SDE
+    d = shipped.sampler_defaults
+    assert (d["sampler"], d["steps"], d["update"], d["async_ratio"], d["history"]) == (
+        "adaptive", 100, "sde-dpm2m", 0.8, 2)
+
+
+def test_shipped_model_samples_with_its_defaults(shipped):
+    arrays, settings = shipped.sample_arrays(3, seed=0, num_atoms=9)
+    assert settings["sampler"] == "adaptive" and settings["steps"] == 100
+    assert settings["update"] == "sde-dpm2m"
+    assert 100 <= settings["network_calls"] <= 130   # T/steps strides, plus the adaptive tail
+    for pos, z in arrays:
+        assert pos.shape == (9, 3) and np.isfinite(pos).all()
+        assert set(z.tolist()) <= {1, 6, 7, 8, 9}
+        assert 0.5 < np.linalg.norm(pos - pos.mean(0), axis=1).max() < 15   # a molecule, not noise
