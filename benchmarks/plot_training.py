@@ -2,7 +2,7 @@
 loss and validation loss, and molecule stability, against molecules seen (runs with different
 batch sizes share one axis).
 
-    .venv/bin/python benchmarks/plot_training.py training/qm9-small-c9-cpu5 docs/figures/training_qm9.png \
+    .venv/bin/python benchmarks/plot_training.py training/qm9-small-c9-cpu6 docs/figures/training_qm9.png \
         --points docs/figures/model_card_history.json
 
 --points: a JSON list of measured samples, {"molecules_seen", "sampler", "n", "molecule_stability",

@@ -4,12 +4,17 @@
 # checkpoints first), then export with benchmarks/ship_model.sh. A session lent a GPU continues it
 # faster with benchmarks/gpu_session.py (batch 256 via --init-from).
 # History: training/qm9-small-c9 (CPU, batch 64, 12,228 steps) was continued by --init-from into
-# training/qm9-small-c9-gpu (H200, batch 256, 16,876 steps), and that into training/qm9-small-c9-cpu5
+# training/qm9-small-c9-gpu (H200, batch 256, 16,876 steps), that into training/qm9-small-c9-cpu5
 # (this CPU, batch 64 and lr 1e-4 as EDM: 2.7x more molecules per hour here than batch 256, 0.52 vs
-# 5.7 s/step on one thread); the exported card lists every stretch. Pass --max-hours H to stop in time.
+# 5.7 s/step on one thread; 14,153 steps), and that into training/qm9-small-c9-cpu6 (the same, in
+# bf16-mixed precision: float32 weights, optimiser and EMA, the network's matrix products in bfloat16
+# on this CPU's AMX units — 1.4x faster per step, docs/speed.md). --init-from matters only on the
+# first start: afterwards the run resumes its own checkpoint. The exported card lists every stretch.
+# Pass --max-hours H to stop in time (it counts this run's earlier hours too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+RUN=training/qm9-small-c9-cpu6
 exec nohup nice .venv/bin/ead train --data qm9 --preset small --window 9 --lr 1e-4 --batch-size 64 \
+  --precision bf16-mixed --init-from training/qm9-small-c9-cpu5 \
   --max-steps 1000000 --ckpt-every 500 --log-every 100 --val-every 4000 --keep-checkpoints 1 \
-  --threads 1 --quiet --accelerator cpu --run-dir training/qm9-small-c9-cpu5 "$@" \
-  >> training/qm9-small-c9-cpu5.out 2>&1
+  --threads 1 --quiet --accelerator cpu --run-dir "$RUN" "$@" >> "$RUN.out" 2>&1
