@@ -43,7 +43,8 @@ def report(res: dict) -> str:
 
     any_entry = next(iter(res.values()))
     st = any_entry["runs"][0]["settings"]
-    lines = [f"{any_entry['molecules']} molecules per cell, {st['steps']} steps, seed {any_entry['runs'][0]['seed']}, "
+    lines = [f"{any_entry['molecules']} molecules per cell, {st['steps']} steps, {st.get('update', 'ancestral')} update, "
+             f"seed {any_entry['runs'][0]['seed']}, "
              f"window {st['window']}; % ± one binomial standard error.", "",
              "Molecule stability, λ (rows) × w (columns), warm-up to t = 500:", "",
              "| λ \\ w | " + " | ".join(str(w) for w in HISTORIES) + " |", "|---|" + "---:|" * len(HISTORIES)]
