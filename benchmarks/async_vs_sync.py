@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sample_grid import evaluated_report  # noqa: E402
 
-BEGIN, END = "<!-- study-table:begin -->", "<!-- study-table:end -->"
+BEGIN, END = "<!-- study-table:begin -->", "<!-- study-table:end -->"   # the default block
 SAMPLERS = ("synchronous", "adaptive")
 
 
@@ -74,7 +74,7 @@ def table(res: dict, logs: Path | None, step: int | None) -> str:
         if pct else f"{ms[0]:.0f}")
     lines = [f"Seeds {sorted(seeds)}, {next(iter(cells.values()))['n'] // max(1, len(seeds))} molecules "
              f"per seed and cell; mean ± sd over seeds (%), 95 % interval of the pooled proportion in brackets.", "",
-             "| training | sampler | atom stab. | mol. stab. [95 %] | validity [95 %] | V×U | connected | calls | s per cell (GPU) |",
+             "| training | sampler | atom stab. | mol. stab. [95 %] | validity [95 %] | V×U | connected | calls | s per cell |",
              "|---|---|---|---|---|---|---|---|---|"]
     for c in ("c0", "c9"):
         for sampler in SAMPLERS:
@@ -116,9 +116,11 @@ def main(argv=None) -> int:
     p.add_argument("--step", type=int, default=None, help="the training step compared (for the table)")
     p.add_argument("--json", default=None)
     p.add_argument("--update-doc", default=None, help="replace the table between the markers in this file")
+    p.add_argument("--block", default="study-table",
+                   help="the doc block to replace: <!-- BLOCK:begin --> … <!-- BLOCK:end -->")
     a = p.parse_args(argv)
     return evaluated_report(a.cells, ("study-",), lambda res: table(res, Path(a.logs) if a.logs else None, a.step),
-                            a.json, a.update_doc, BEGIN, END)
+                            a.json, a.update_doc, f"<!-- {a.block}:begin -->", f"<!-- {a.block}:end -->")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,11 @@ def test_study_table_and_doc_update(tmp_path, micro_model):
     assert "old" not in text and text.startswith("before") and text.endswith("after\n")
     assert text.count("| EDM (C = 0) |") == 2 and text.count("| EAD (C = 9) |") == 2
     assert "Seeds [0, 1], 4 molecules per seed" in text
+    # a second table in its own block leaves the first alone
+    doc.write_text(text + "<!-- few:begin -->\nold\n<!-- few:end -->\n")
+    assert async_vs_sync.main([str(tmp_path / "cells"), "--update-doc", str(doc), "--block", "few"]) == 0
+    both = doc.read_text()
+    assert both.startswith(text) and "old" not in both and both.count("| EDM (C = 0) |") == 4
 
 
 def test_card_and_steps_tables_from_cells(tmp_path, micro_model):
