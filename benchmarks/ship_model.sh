@@ -7,7 +7,7 @@
 #   aside first when training is running and pass the copy)
 # Default sampler: the paper's adaptive sampler (λ = 0.8, w = 2) in the few-step setting, 100 network
 # calls with the DPM-Solver++(2M) SDE update and stall lag 1 — the same card quality as 1000 ancestral
-# steps at a tenth of the calls (docs/steps_sweep.md). The paper's setting is one flag away:
+# steps at a tenth of the calls (docs/steps_sweep.md). The paper's setting, per command:
 #   ead sample --steps 1000 --update ancestral --stall-lag 0
 set -euo pipefail
 cd "$(dirname "$0")/.."
