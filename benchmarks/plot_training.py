@@ -6,7 +6,7 @@ batch sizes share one axis).
         --points docs/figures/model_card_history.json
 
 --points: a JSON list of measured samples, {"molecules_seen", "sampler", "n", "molecule_stability",
-"atom_stability", "validity"}, e.g. each model-card measurement; stability logged during training
+"atom_stability", "validity"} and optionally "steps" (default 1000), e.g. each model-card measurement; stability logged during training
 (ead train --sample-every) is plotted too.
 """
 
@@ -63,8 +63,11 @@ def main(argv=None) -> None:
     ax[0].legend(fontsize=7)
     if a.points:
         for pt in json.loads(Path(a.points).read_text()):
-            stab.append((pt["molecules_seen"] / 1e6, pt["molecule_stability"], f"{pt['sampler']}, 1000 steps"))
-            ax[1].annotate(f"n={pt['n']}", (pt["molecules_seen"] / 1e6, 100 * pt["molecule_stability"]),
+            # one line per sampler; each point says its sample count and, where not 1000, its steps
+            stab.append((pt["molecules_seen"] / 1e6, pt["molecule_stability"], f"{pt['sampler']} (card)"))
+            steps = pt.get("steps", 1000)
+            note = f"n={pt['n']}" + ("" if steps == 1000 else f", {steps} steps")
+            ax[1].annotate(note, (pt["molecules_seen"] / 1e6, 100 * pt["molecule_stability"]),
                            fontsize=6, xytext=(4, -8), textcoords="offset points")
     for label in sorted({s[2] for s in stab}):
         pts = sorted((x, y) for x, y, lab in stab if lab == label)
