@@ -95,12 +95,13 @@ def test_init_from_continues_another_run_with_its_lineage(tmp_path):
     train(_cfg(tmp_path / "a", max_steps=4, ckpt_every=2, window=3))
     src = load_file(str(Checkpointer(tmp_path / "a" / "run").latest() / "state.safetensors"))
     cont = _cfg(tmp_path / "b", max_steps=3, ckpt_every=3, window=3, batch_size=4,
-                init_from=str(tmp_path / "a" / "run"))
+                init_from=str(tmp_path / "a" / "run"), precision="bf16-mixed")
     s = train(cont)
     assert s["start_step"] == 0 and s["step"] == 3
     card = json.loads((tmp_path / "b" / "run" / "model" / "config.json").read_text())["card"]
     assert card["continues"][0]["steps"] == 4 and card["continues"][0]["batch_size"] == 8
     assert card["total_training_steps"] == 7 and card["total_molecules_seen"] == 4 * 8 + 3 * 4
+    assert card["precision"] == "bf16-mixed" and card["continues"][0]["precision"] == "32-true"
     # the first step really started from the source's weights: one more step of the source with
     # the continuation's data moves the weights by the same small amount, not a re-initialisation
     out = load_file(str(Checkpointer(tmp_path / "b" / "run").latest() / "state.safetensors"))

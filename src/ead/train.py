@@ -484,7 +484,7 @@ def _card(meta: dict) -> dict:
     step, lineage = meta["step"], meta.get("lineage", [])
     card = {"training_steps": step, "training_hours": round(meta["elapsed_s"] / 3600, 3),
             "batch_size": tc["batch_size"] * world, "lr": tc["lr"], "ema_decay": tc["ema_decay"],
-            "device": meta.get("device", "cpu")}
+            "device": meta.get("device", "cpu"), "precision": tc.get("precision", "32-true")}
     if lineage:   # this run continues others: say so, and give the totals
         card["continues"] = lineage
         card["total_training_steps"] = step + sum(seg["steps"] for seg in lineage)
@@ -524,7 +524,8 @@ def _segment(meta: dict, path: str) -> dict:
     """One finished stretch of training, as recorded in the lineage of a run that continues it."""
     card = _card(meta)
     return {"run": path, "steps": card["training_steps"], "hours": card["training_hours"],
-            "batch_size": card["batch_size"], "lr": card["lr"], "device": card["device"]}
+            "batch_size": card["batch_size"], "lr": card["lr"], "device": card["device"],
+            "precision": card["precision"]}
 
 
 def _device_name(device) -> str:
