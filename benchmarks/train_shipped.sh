@@ -8,13 +8,16 @@
 # (this CPU, batch 64 and lr 1e-4 as EDM: 2.7x more molecules per hour here than batch 256, 0.52 vs
 # 5.7 s/step on one thread; 14,153 steps), and that into training/qm9-small-c9-cpu6 (the same, in
 # bf16-mixed precision: float32 weights, optimiser and EMA, the network's matrix products in bfloat16
-# on this CPU's AMX units — 1.4x faster per step, docs/speed.md). --init-from matters only on the
+# on this CPU's AMX units — 1.4x faster per step, docs/speed.md; 17,356 steps), that into
+# training/qm9-small-c9-gpu2 (H200, batch 256, lr 2e-4 — the square-root rule from 1e-4 at 64 —
+# 19,847 steps in two calls of one session), and that into training/qm9-small-c9-cpu7 (this CPU
+# again, as cpu6). --init-from matters only on the
 # first start: afterwards the run resumes its own checkpoint. The exported card lists every stretch.
 # Pass --max-hours H to stop in time (it counts this run's earlier hours too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=training/qm9-small-c9-cpu6
+RUN=training/qm9-small-c9-cpu7
 exec nohup nice .venv/bin/ead train --data qm9 --preset small --window 9 --lr 1e-4 --batch-size 64 \
-  --precision bf16-mixed --init-from training/qm9-small-c9-cpu5 \
+  --precision bf16-mixed --init-from training/qm9-small-c9-gpu2 \
   --max-steps 1000000 --ckpt-every 500 --log-every 100 --val-every 4000 --keep-checkpoints 1 \
   --threads 1 --quiet --accelerator cpu --run-dir "$RUN" "$@" >> "$RUN.out" 2>&1
