@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_grid import evaluated_report  # noqa: E402
+from sample_grid import add_report_options, evaluated_report, markers  # noqa: E402
 
-BEGIN, END = "<!-- study-table:begin -->", "<!-- study-table:end -->"   # the default block
+BEGIN, END = markers("study-table")   # the default block
 SAMPLERS = ("synchronous", "adaptive")
 
 
@@ -114,13 +114,10 @@ def main(argv=None) -> int:
     p.add_argument("cells", help="folder of study-cN-SAMPLER-sSEED.npz files")
     p.add_argument("--logs", default=None, help="folder with c0-log.csv, c9-log.csv and their train configs")
     p.add_argument("--step", type=int, default=None, help="the training step compared (for the table)")
-    p.add_argument("--json", default=None)
-    p.add_argument("--update-doc", default=None, help="replace the table between the markers in this file")
-    p.add_argument("--block", default="study-table",
-                   help="the doc block to replace: <!-- BLOCK:begin --> … <!-- BLOCK:end -->")
+    add_report_options(p, "study-table")
     a = p.parse_args(argv)
     return evaluated_report(a.cells, ("study-",), lambda res: table(res, Path(a.logs) if a.logs else None, a.step),
-                            a.json, a.update_doc, f"<!-- {a.block}:begin -->", f"<!-- {a.block}:end -->")
+                            a.json, a.update_doc, a.block)
 
 
 if __name__ == "__main__":

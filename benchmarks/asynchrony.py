@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_grid import replace_between  # noqa: E402
+from sample_grid import markers, replace_between  # noqa: E402
 
-BEGIN, END = "<!-- asynchrony:begin -->", "<!-- asynchrony:end -->"
+BEGIN, END = markers("asynchrony")
 
 
 def parse_args(argv):

@@ -21,10 +21,10 @@ from ead.metrics.evaluate import evaluate_molecules
 from ead.pipeline import EAD
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_grid import replace_between  # noqa: E402
+from sample_grid import markers, replace_between  # noqa: E402
 
 
-BEGIN, END = "<!-- card-table:begin -->", "<!-- card-table:end -->"
+BEGIN, END = markers("card-table")
 
 
 def render(rows: list[dict], n: int) -> str:

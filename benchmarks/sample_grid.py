@@ -155,9 +155,21 @@ def replace_between(doc: str | Path, begin: str, end: str, text: str) -> None:
     write_atomic(doc, lambda p: p.write_text(head + begin + "\n" + text + "\n" + end + tail))   # never half-written
 
 
-def evaluated_report(folder, prefixes: tuple, render, json_path=None, doc=None, begin="", end="") -> int:
+def markers(block: str) -> tuple[str, str]:
+    """The comment pair that delimits a generated block of a Markdown doc."""
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+
+
+def add_report_options(p: argparse.ArgumentParser, block: str) -> None:
+    """The options of every script that renders evaluated cells into a doc (evaluated_report)."""
+    p.add_argument("--json", default=None, help="keep the raw numbers in this file")
+    p.add_argument("--update-doc", default=None, metavar="MD", help="replace the block between the markers in this file")
+    p.add_argument("--block", default=block, help="the doc block to replace: <!-- BLOCK:begin --> … <!-- BLOCK:end -->")
+
+
+def evaluated_report(folder, prefixes: tuple, render, json_path=None, doc=None, block="") -> int:
     """Evaluate the cells whose labels start with `prefixes`, print render(results), and keep
-    them: the raw numbers in json_path, the table in doc between the markers. Exit status."""
+    them: the raw numbers in json_path, the table in doc inside `block`'s markers. Exit status."""
     res = evaluate_cells(Path(folder), log=lambda m: print(m, file=sys.stderr))
     res = {k: v for k, v in res.items() if k.startswith(prefixes)}
     if not res:
@@ -168,7 +180,7 @@ def evaluated_report(folder, prefixes: tuple, render, json_path=None, doc=None, 
     if json_path:
         Path(json_path).write_text(json.dumps(res, indent=1, default=str))
     if doc:
-        replace_between(doc, begin, end, text)
+        replace_between(doc, *markers(block), text)
     return 0
 
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_grid import evaluated_report  # noqa: E402
+from sample_grid import add_report_options, evaluated_report  # noqa: E402
 
 RATIOS = (0.6, 0.7, 0.8, 0.9, 1.0)
 HISTORIES = (1, 2, 5)
@@ -77,16 +77,12 @@ def main(argv=None) -> int:
     c.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("report")
     r.add_argument("folder")
-    r.add_argument("--json", default=None)
-    r.add_argument("--update-doc", default=None)
-    r.add_argument("--block", default="sweep",
-                   help="the doc block to replace: <!-- BLOCK:begin --> … <!-- BLOCK:end -->")
+    add_report_options(r, "sweep")
     a = p.parse_args(argv)
     if a.cmd == "cells":
         print(json.dumps(sweep_cells(a.model, a.n, a.steps, a.seed), indent=1))
         return 0
-    return evaluated_report(a.folder, ("sweep-", "warmup-"), report, a.json, a.update_doc,
-                            f"<!-- {a.block}:begin -->", f"<!-- {a.block}:end -->")
+    return evaluated_report(a.folder, ("sweep-", "warmup-"), report, a.json, a.update_doc, a.block)
 
 
 if __name__ == "__main__":
