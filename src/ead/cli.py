@@ -108,6 +108,12 @@ def _add_train(sub):
     p.add_argument("--num-nodes", type=_positive_int, default=1)
     p.add_argument("--precision", default="32-true", help="Fabric precision, e.g. bf16-mixed")
     p.add_argument("--threads", type=_positive_int, help="CPU threads")
+    p.add_argument("--condition", metavar="PROPS",
+                   help="train a conditional model on these properties, comma-separated: QM9's alpha, "
+                        "gap, homo, lumo, mu, Cv (EDM's units), or numeric SD data fields of your SDF")
+    p.add_argument("--condition-split", choices=["second", "first", "all"], default="second",
+                   help="QM9 molecules a conditional model trains on: EDM's second half of the training "
+                        "split (default; the first trains the property predictor) or all")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run_train)
 
@@ -125,7 +131,8 @@ def _run_train(args) -> int:
                       bucket=args.bucket, accelerator=args.accelerator, devices=args.devices,
                       num_nodes=args.num_nodes, precision=args.precision, threads=args.threads,
                       quiet=args.quiet, keep_checkpoints=args.keep_checkpoints,
-                      init_from=args.init_from)
+                      init_from=args.init_from, condition_split=args.condition_split,
+                      condition=tuple(c.strip() for c in (args.condition or "").split(",") if c.strip()))
     if args.data != "qm9" and not Path(args.data).exists():
         raise EADError(f"no such file or folder: {args.data}")
     s = train(cfg)
@@ -168,6 +175,10 @@ def _add_sample(sub):
     p.add_argument("--eta", type=_unit_float,
                    help="ancestral: share of the fresh noise per step, 1 = EDM (default), 0 = DDIM")
     p.add_argument("--num-atoms", type=_positive_int, help="fixed molecule size (default: p(M))")
+    p.add_argument("--condition", action="append", metavar="NAME=VALUE",
+                   help="a conditional model's target property value, e.g. alpha=80 (repeat for "
+                        "several); a property not given is drawn per molecule from the training "
+                        "distribution for its size. Written into each SDF record / XYZ comment")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive_int, default=256, help="molecules per batch")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
@@ -207,6 +218,13 @@ def _run_sample(args) -> int:
                    async_ratio=args.async_ratio, history=args.history, t_async=args.t_async,
                    update=args.update, eta=args.eta, stall_lag=args.stall_lag)
     schedule = model.make_schedule(args.sampler, **options)  # bad values fail here, before any work
+    from .data.properties import parse_conditions
+
+    condition = parse_conditions(args.condition)
+    unknown = [k for k in condition if k not in model.config.context]
+    if unknown:
+        raise EADError(f"--condition {unknown[0]}: the model is conditioned on "
+                       f"{', '.join(model.config.context) or 'nothing (it is unconditional)'}")
     if args.t_async is not None and args.t_async > model.config.timesteps:
         raise EADError(f"--t-async must be ≤ T = {model.config.timesteps}")
     import numpy as np
@@ -229,9 +247,11 @@ def _run_sample(args) -> int:
     with MoleculeWriter(out, metadata={f"ead_{k}": v for k, v in settings.items()}) as writer:
         for res, _ in model.sample_batches(args.num, sampler=args.sampler, seed=args.seed,
                                             batch_size=args.batch_size, num_atoms=args.num_atoms,
-                                            on_step=recorder, **options):
+                                            on_step=recorder, condition=condition, **options):
             mols = split_result(res, types)
-            writer.write(mols, names=[f"ead_{done + i}" for i in range(len(mols))])
+            targets = res.info.get("condition", {})
+            props = [{k: f"{v[i]:.6g}" for k, v in targets.items()} for i in range(len(mols))]
+            writer.write(mols, names=[f"ead_{done + i}" for i in range(len(mols))], properties=props)
             done += len(mols)
             calls += res.network_calls
             bar.update(len(mols))

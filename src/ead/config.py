@@ -34,6 +34,8 @@ class ModelConfig:
     context: tuple[str, ...] = ()                                   # conditioning properties
     context_mean: tuple[float, ...] = ()
     context_mad: tuple[float, ...] = ()
+    # per molecule size, the training quantiles of each property: targets drawn when none is given
+    context_quantiles: dict[int, list] = field(default_factory=dict)
     # denoiser (method.md §5)
     preset: str = "small"
     layers: int = 6
@@ -56,6 +58,11 @@ class ModelConfig:
         self.context_mean = tuple(float(v) for v in self.context_mean)
         self.context_mad = tuple(float(v) for v in self.context_mad)
         self.size_histogram = {int(k): int(v) for k, v in self.size_histogram.items()}
+        self.context_quantiles = {int(k): [list(map(float, q)) for q in v] for k, v in self.context_quantiles.items()}
+        if not len(self.context) == len(self.context_mean) == len(self.context_mad):
+            raise EADError("context, context_mean and context_mad must have one entry per property")
+        if any(not m > 0 for m in self.context_mad):
+            raise EADError("context_mad must be positive")
         if self.window < 0 or 2 * self.window > self.timesteps:
             raise EADError(f"window C must be in [0, T/2], got {self.window}")
         if self.layers < 1 or self.hidden < 1:
@@ -75,6 +82,7 @@ class ModelConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["size_histogram"] = {str(k): v for k, v in self.size_histogram.items()}
+        d["context_quantiles"] = {str(k): v for k, v in self.context_quantiles.items()}
         return d
 
     @classmethod

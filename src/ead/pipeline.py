@@ -21,6 +21,7 @@ import torch
 from . import EADError, __version__
 from .config import ModelConfig, read_model_meta
 from .data.batch import FeatureEncoder
+from .data.properties import normalise, resolve_targets
 from .diffusion.noise import NoiseSchedule
 from .diffusion.sampler import SampleResult, run_sampler
 from .diffusion.schedules import SAMPLERS, make_schedule
@@ -211,9 +212,15 @@ class EAD:
         return self._network()(z_x, z_h, time, mol, num_molecules, edges, context)
 
     def sample_batches(self, n: int, sampler: str | None = None, seed: int = 0, batch_size: int = 256,
-                       num_atoms=None, on_step=None, **options) -> Iterator[tuple[SampleResult, dict]]:
+                       num_atoms=None, on_step=None, condition: dict | None = None,
+                       **options) -> Iterator[tuple[SampleResult, dict]]:
         """Yield (SampleResult, settings) per chunk of ≤ batch_size molecules: memory stays flat
-        with n. Reproducible: the same seed gives the same molecules for any batch_size ≥ n."""
+        with n. Reproducible: the same seed gives the same molecules for any batch_size ≥ n.
+
+        A conditional model (config.context) takes `condition`: property -> one value or one per
+        molecule (raw units, e.g. {"alpha": 80.0}); a property left out is drawn per molecule from
+        the training distribution given its size, as EDM samples. Each chunk's targets are in
+        `result.info["condition"]` ({property: [values]})."""
         if n < 1:
             raise EADError("number of molecules must be ≥ 1")
         gen_cpu = torch.Generator().manual_seed(int(seed))
@@ -224,23 +231,35 @@ class EAD:
             sizes = sizes.expand(n) if sizes.numel() == 1 else sizes
             if len(sizes) != n or int(sizes.min()) < 1:
                 raise EADError("num_atoms must be one positive size or one per molecule")
+        targets = resolve_targets(self.config, sizes, condition, gen_cpu)
         gen = torch.Generator(self.device).manual_seed(int(seed))
         for start in range(0, n, batch_size):
             schedule = self.make_schedule(sampler, **options)
             chunk = sizes[start : start + batch_size].to(self.device)
+            context = None
+            if targets is not None:
+                part = targets[start : start + batch_size]
+                context = torch.from_numpy(normalise(self.config, part)).to(self.device)
+                context = context.repeat_interleave(chunk, 0)   # per molecule -> per atom
             res = run_sampler(self._network(), self.noise, schedule, chunk, self.config.num_features,
-                              len(self.config.atom_types), gen, on_step=on_step)
+                              len(self.config.atom_types), gen, context=context, on_step=on_step)
+            if targets is not None:
+                res.info["condition"] = {k: [float(v) for v in part[:, c]] for c, k in enumerate(self.config.context)}
             yield res, {**schedule.settings(), "seed": int(seed), "model_preset": self.config.preset,
                         **({"precision": self.precision} if self.precision else {})}
 
     def sample_arrays(self, n: int, **kwargs) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
         """n molecules as (positions [m,3] Å, atomic_numbers [m]) numpy pairs, and the settings."""
-        out, settings, calls = [], {}, 0
+        out, settings, calls, targets = [], {}, 0, {}
         types = np.asarray(self.config.atom_types)
         for res, settings in self.sample_batches(n, **kwargs):
             out.extend(split_result(res, types))
             calls += res.network_calls
+            for k, v in res.info.get("condition", {}).items():
+                targets.setdefault(k, []).extend(v)
         settings["network_calls"] = calls
+        if targets:
+            settings["condition"] = targets   # per molecule: the property values asked for
         return out, settings
 
     def sample(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0,
@@ -250,11 +269,14 @@ class EAD:
         from .metrics.chem import protocol_mol
 
         arrays, settings = self.sample_arrays(n, sampler=sampler, steps=steps, seed=seed, **kwargs)
+        targets = settings.pop("condition", {})
         mols = []
-        for pos, z in arrays:
+        for i, (pos, z) in enumerate(arrays):
             m = protocol_mol(pos, z)
             for k, v in settings.items():
                 m.SetProp(f"ead_{k}", str(v))
+            for k, v in targets.items():   # a conditional model's target, under the property's name
+                m.SetDoubleProp(k, v[i])
             mols.append(m)
         return mols
 

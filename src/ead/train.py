@@ -28,6 +28,7 @@ import torch
 from . import EADError
 from .config import PRESETS, ModelConfig
 from .data.batch import FeatureEncoder, MoleculeSet, SizeBucketBatches, collate
+from .data.properties import context_stats, normalise, property_columns, size_quantiles
 from .diffusion.noise import NoiseSchedule
 from .diffusion.schedules import TrainingWindow
 from .pipeline import EAD, build_denoiser, write_atomic
@@ -69,16 +70,26 @@ class TrainConfig:
     limit_molecules: int | None = None  # train on the first N training molecules (tests, overfitting)
     init_from: str | None = None      # start from another run's last checkpoint (or a checkpoint folder)
     keep_checkpoints: int = 2         # checkpoints kept on disk; 0 = all (studies at equal steps)
+    condition: tuple[str, ...] = ()   # properties the model is conditioned on (method.md §9), e.g. ("alpha",)
+    condition_split: str = "second"   # QM9 molecules a conditional model trains on: EDM's "second" half
+                                      # of the training split (the "first" trains the property
+                                      # predictor), or "all"
 
     def model_config(self, data: MoleculeSet, atom_types, dataset: str) -> ModelConfig:
         if self.preset not in PRESETS:
             raise EADError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
         layers, hidden = PRESETS[self.preset]
+        context = {}
+        if self.condition:
+            values = property_columns(data, self.condition)
+            mean, mad = context_stats(values)
+            context = dict(context=tuple(self.condition), context_mean=mean, context_mad=mad,
+                           context_quantiles=size_quantiles(data.num_atoms, values))
         return ModelConfig(dataset=dataset, atom_types=tuple(atom_types), remove_h=self.remove_h,
                            size_histogram=data.size_histogram(), preset=self.preset,
                            layers=self.layers or layers, hidden=self.hidden or hidden,
                            noise_schedule=self.noise_schedule, timesteps=self.timesteps,
-                           window=self.window)
+                           window=self.window, **context)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -87,16 +98,22 @@ def load_data(cfg: TrainConfig):
     from .data.elements import QM9_NO_H_TYPES, QM9_TYPES
 
     if cfg.data == "qm9":
-        from .data.qm9 import qm9_split
+        from .data.qm9 import conditional_halves, qm9_split
 
         train = qm9_split("train", cfg.remove_h, verbose=not cfg.quiet)
         valid = qm9_split("valid", cfg.remove_h)
+        if cfg.condition and cfg.condition_split != "all":
+            train = train.subset(np.sort(conditional_halves()[cfg.condition_split]))
         types = QM9_NO_H_TYPES if cfg.remove_h else QM9_TYPES
         name = "qm9"
     else:
         from .data.files import read_molecules
 
-        mols = MoleculeSet.from_list(read_molecules(cfg.data, strict=True).molecules)
+        read = read_molecules(cfg.data, strict=True)
+        mols = MoleculeSet.from_list(read.molecules)
+        if cfg.condition:   # a user's properties: numeric SD data fields of every record
+            mols.properties = file_properties(read.properties, cfg.condition)
+            mols.property_names = tuple(cfg.condition)
         if cfg.remove_h:
             mols = mols.without_hydrogens()
         types = tuple(sorted(int(z) for z in np.unique(mols.atomic_numbers)))
@@ -111,6 +128,27 @@ def load_data(cfg: TrainConfig):
     if len(train) < cfg.batch_size:
         cfg.batch_size = len(train)
     return train, valid, types, name
+
+
+def context_array(molecules: MoleculeSet, config: ModelConfig) -> np.ndarray | None:
+    """The network's context per molecule, [M, C] normalised, for a conditional model (else None)."""
+    if not config.context:
+        return None
+    return normalise(config, property_columns(molecules, config.context))
+
+
+def file_properties(records: list[dict], names) -> np.ndarray:
+    """[M, C] float32 from the SD data fields `names` of every record; EADError on the first gap."""
+    out = np.empty((len(records), len(names)), dtype=np.float32)
+    for m, props in enumerate(records):
+        for c, name in enumerate(names):
+            try:
+                out[m, c] = float(props[name])
+            except KeyError:
+                raise EADError(f"molecule {m}: no property {name!r} to condition on") from None
+            except (TypeError, ValueError):
+                raise EADError(f"molecule {m}: property {name!r} is not a number ({props[name]!r})") from None
+    return out
 
 
 # ------------------------------------------------------------------------------------ state
@@ -324,6 +362,7 @@ def train(cfg: TrainConfig) -> dict:
     gradnorms.to(device)
 
     encoder = FeatureEncoder(model_cfg.atom_types, model_cfg.include_charges)
+    train_context = context_array(train_set, model_cfg)
     noise = NoiseSchedule(model_cfg.noise_schedule, model_cfg.timesteps, model_cfg.noise_precision)
     window = TrainingWindow(model_cfg.timesteps, model_cfg.window)
     order = SizeBucketBatches(train_set.num_atoms, cfg.batch_size, cfg.seed, cfg.bucket, rank, world)
@@ -395,7 +434,7 @@ def train(cfg: TrainConfig) -> dict:
             epoch, pos = divmod(step, steps_per_epoch)
             if epoch != cached_epoch:
                 batches, cached_epoch = order.epoch(epoch), epoch
-            batch = collate(train_set, batches[pos], encoder)
+            batch = collate(train_set, batches[pos], encoder, train_context)
             batch = (batch.pin() if device.type == "cuda" else batch).to(device)
             gen = _step_generator(device, cfg.seed, step, rank)
             model.train()
@@ -460,9 +499,10 @@ def validation_loss(model: EAD, valid: MoleculeSet, n: int, seed: int, batch_siz
     noise, net = model.noise, model.denoiser
     window = TrainingWindow(model.config.timesteps, model.config.window)
     idx = np.arange(min(n, len(valid)))
+    context = context_array(valid, model.config)
     total, count = 0.0, 0
     for k, start in enumerate(range(0, len(idx), batch_size)):
-        batch = collate(valid, idx[start : start + batch_size], model.encoder).to(model.device)
+        batch = collate(valid, idx[start : start + batch_size], model.encoder, context).to(model.device)
         loss = diffusion_loss(net, noise, window, batch, _step_generator(model.device, seed, k, 999))
         total += float(loss) * batch.x.shape[0]
         count += batch.x.shape[0]
@@ -550,6 +590,10 @@ def _check(cfg: TrainConfig) -> None:
         raise EADError("max-steps ≥ 0, ckpt-every ≥ 1 and log-every ≥ 1 are required")
     if cfg.window < 0 or 2 * cfg.window > cfg.timesteps:
         raise EADError(f"window C must be in [0, T/2], got {cfg.window}")
+    if cfg.condition_split not in ("first", "second", "all"):
+        raise EADError(f"condition split must be first, second or all, got {cfg.condition_split!r}")
+    if len(set(cfg.condition)) != len(cfg.condition):
+        raise EADError("a property is named twice in --condition")
 
 
 class _CsvLog:

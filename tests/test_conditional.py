@@ -1,0 +1,123 @@
+"""Conditional generation (method.md §9): properties as context, in training and in sampling."""
+
+import numpy as np
+import pytest
+import torch
+
+from ead import EADError
+from ead.cli import main
+from ead.config import ModelConfig
+from ead.data.files import read_molecules, write_sdf
+from ead.data.properties import (context_stats, draw_targets, parse_conditions, resolve_targets,
+                                 size_quantiles)
+from ead.pipeline import EAD
+from ead.train import TrainConfig, context_array, train
+
+
+def test_stats_and_quantiles_follow_the_data():
+    rng = np.random.default_rng(0)
+    sizes = np.repeat([5, 9], 4000)
+    values = np.concatenate([rng.normal(10, 2, 4000), rng.normal(50, 5, 4000)])[:, None]
+    mean, mad = context_stats(values)
+    assert mean[0] == pytest.approx(30.0, abs=0.3)
+    assert mad[0] == pytest.approx(np.abs(values - values.mean()).mean())
+    q = size_quantiles(sizes, values)
+    drawn = draw_targets(q, torch.tensor([5] * 3000 + [9] * 3000 + [7] * 10), torch.Generator().manual_seed(0))
+    assert drawn[:3000].mean() == pytest.approx(10, abs=0.2) and drawn[:3000].std() == pytest.approx(2, abs=0.15)
+    assert drawn[3000:6000].mean() == pytest.approx(50, abs=0.5)
+    assert values[sizes == 5].min() <= drawn[:3000].min() and drawn[:3000].max() <= values[sizes == 5].max()
+    assert len(np.unique(np.round(drawn[6000:], 6))) == 10   # size 7 is absent: the nearest size's table
+
+
+def test_conditions_parse_and_resolve_with_clear_errors():
+    assert parse_conditions(["alpha=80", "gap = 6000"]) == {"alpha": 80.0, "gap": 6000.0}
+    for bad in (["alpha"], ["alpha=x"], ["=3"], ["alpha=nan"]):
+        with pytest.raises(EADError, match="NAME=VALUE"):
+            parse_conditions(bad)
+    cfg = ModelConfig(context=("alpha", "gap"), context_mean=(75.0, 6800.0), context_mad=(6.0, 1000.0),
+                      context_quantiles={9: [[60.0, 70.0, 80.0], [5000.0, 6000.0, 7000.0]]})
+    gen = torch.Generator().manual_seed(0)
+    t = resolve_targets(cfg, torch.tensor([9, 9, 9]), {"alpha": 81.5}, gen)
+    assert t.shape == (3, 2) and (t[:, 0] == 81.5).all() and ((5000 <= t[:, 1]) & (t[:, 1] <= 7000)).all()
+    t = resolve_targets(cfg, torch.tensor([9, 9]), {"alpha": [1.0, 2.0], "gap": 3.0}, gen)
+    assert t.tolist() == [[1.0, 3.0], [2.0, 3.0]]
+    with pytest.raises(EADError, match="conditioned on alpha, gap, not mu"):
+        resolve_targets(cfg, torch.tensor([9]), {"mu": 1.0}, gen)
+    with pytest.raises(EADError, match="one value or one per molecule"):
+        resolve_targets(cfg, torch.tensor([9, 9, 9]), {"alpha": [1.0, 2.0]}, gen)
+    with pytest.raises(EADError, match="unconditional"):
+        resolve_targets(ModelConfig(), torch.tensor([9]), {"alpha": 1.0}, gen)
+    assert resolve_targets(ModelConfig(), torch.tensor([9]), None, gen) is None
+    with pytest.raises(EADError, match="one entry per property"):
+        ModelConfig(context=("alpha",))
+
+
+@pytest.fixture(scope="module")
+def cond_model(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cond") / "run"
+    cfg = TrainConfig(run_dir=str(run), preset="micro", condition=("alpha",), limit_molecules=32,
+                      batch_size=8, max_steps=4, val_every=4, val_molecules=16, ckpt_every=4,
+                      log_every=2, quiet=True, threads=1, accelerator="cpu")
+    train(cfg)
+    return run
+
+
+def test_conditional_training_on_qm9_second_half(cond_model):
+    from ead.data.qm9 import conditional_halves, qm9_split
+
+    model = EAD.from_pretrained(cond_model / "model")
+    cfg = model.config
+    assert cfg.context == ("alpha",) and model.denoiser.context_features == 1
+    # normalisation and the size tables come from the 32 molecules trained on: EDM's generator half
+    half = qm9_split("train").subset(np.sort(conditional_halves()["second"])[:32])
+    alpha = half.properties[:, half.property_names.index("alpha")]
+    assert cfg.context_mean[0] == pytest.approx(alpha.mean(), rel=1e-6)
+    assert cfg.context_mad[0] == pytest.approx(np.abs(alpha - alpha.mean()).mean(), rel=1e-6)
+    assert set(cfg.context_quantiles) == set(cfg.size_histogram)
+    ctx = context_array(half, cfg)
+    assert ctx.shape == (32, 1) and abs(float(ctx.mean())) < 1e-5
+
+
+def test_the_context_reaches_the_network(cond_model):
+    model = EAD.from_pretrained(cond_model / "model")
+    a = model.sample_arrays(3, steps=5, seed=1, condition={"alpha": 40.0})[0]
+    b = model.sample_arrays(3, steps=5, seed=1, condition={"alpha": 120.0})[0]
+    a2, settings = model.sample_arrays(3, steps=5, seed=1, condition={"alpha": 40.0})
+    assert [len(z) for _, z in a] == [len(z) for _, z in b]           # same seed, same sizes
+    assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(a, a2))  # reproducible
+    assert not all(np.allclose(p, q) for (p, _), (q, _) in zip(a, b))  # the target changes the result
+    assert settings["condition"] == {"alpha": [40.0, 40.0, 40.0]}
+
+
+def test_cli_writes_targets_and_refuses_foreign_properties(cond_model, tmp_path, capsys):
+    out = tmp_path / "c.sdf"
+    assert main(["sample", "--model", str(cond_model / "model"), "-n", "3", "--steps", "5", "-o", str(out),
+                 "--condition", "alpha=66.5", "--quiet"]) == 0
+    res = read_molecules(out, strict=False)
+    assert [p["alpha"] for p in res.properties] == ["66.5"] * 3
+    drawn = tmp_path / "d.sdf"
+    assert main(["sample", "--model", str(cond_model / "model"), "-n", "4", "--steps", "5", "-o", str(drawn),
+                 "--quiet"]) == 0
+    values = [float(p["alpha"]) for p in read_molecules(drawn, strict=False).properties]
+    assert len(set(values)) == 4   # drawn per molecule when not given
+    capsys.readouterr()
+    assert main(["sample", "--model", str(cond_model / "model"), "-n", "2", "-o", str(out),
+                 "--condition", "gap=5000"]) == 2
+    assert "conditioned on alpha" in capsys.readouterr().err
+
+
+def test_conditional_training_on_a_users_sdf_properties(tmp_path, qm9_train):
+    mols = [qm9_train.molecule(i) for i in range(12)]
+    path = tmp_path / "mine.sdf"
+    write_sdf(path, mols, properties=[{"logS": str(-1.5 - 0.1 * i)} for i in range(12)])
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), data=str(path), preset="micro", condition=("logS",),
+                      batch_size=4, max_steps=2, val_every=0, ckpt_every=2, log_every=1, quiet=True,
+                      threads=1, accelerator="cpu")
+    train(cfg)
+    model = EAD.from_pretrained(tmp_path / "run" / "model")
+    assert model.config.context == ("logS",) and -2.6 < model.config.context_mean[0] < -1.5
+    bad = tmp_path / "bad.sdf"
+    write_sdf(bad, mols[:4], properties=[{"logS": "1"}, {"logS": "n/a"}, {}, {}])
+    with pytest.raises(EADError, match="molecule 1: property 'logS' is not a number"):
+        train(TrainConfig(run_dir=str(tmp_path / "run2"), data=str(bad), preset="micro", condition=("logS",),
+                          max_steps=1, quiet=True, threads=1, accelerator="cpu"))
