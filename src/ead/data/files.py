@@ -287,6 +287,14 @@ def _looks_like_atom(tokens: list[str]) -> bool:
     return True
 
 
+_KEY_VALUE = re.compile(r'([A-Za-z_][\w.-]*)=("[^"]*"|\S+)')
+
+
+def _comment_fields(comment: str) -> dict[str, str]:
+    """key=value pairs of an XYZ comment line (what MoleculeWriter writes; extended XYZ too)."""
+    return {k: v.strip('"') for k, v in _KEY_VALUE.findall(comment)}
+
+
 def _xyz_records(text: str) -> Iterator[tuple[int, int | None, object]]:
     """(index, line, ((pos, z), comment, {}) or an error message) per XYZ block.
 
@@ -359,7 +367,7 @@ def _xyz_records(text: str) -> Iterator[tuple[int, int | None, object]]:
             a = int(np.argmin(finite))
             yield index, start + 3 + a, f"coordinates of atom {a + 1} are not finite (NaN or inf)"
         else:
-            yield index, start + 1, ((pos, z), comment, {})
+            yield index, start + 1, ((pos, z), comment, _comment_fields(comment))
         index += 1
 
 

@@ -104,17 +104,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GFN2-xTB energy drop and RMSD on N valid molecules (needs tblite, "
                         "scipy; several seconds per molecule)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --energy subsample")
+    parser.add_argument("--predictor", metavar="DIR",
+                        help="conditional generation: a property predictor (`ead predictor`); each "
+                        "record's target is its SD field / XYZ key named after the property (as "
+                        "`ead sample --condition` writes it); reports the MAE, EDM's score")
 
 
-def _read(paths: list[str]) -> tuple[list, list[dict]]:
+def _read(paths: list[str]) -> tuple[list, list[dict], list[dict]]:
     from ..data.files import read_molecules
 
-    molecules, bad = [], []
+    molecules, bad, props = [], [], []
     for path in paths:
         res = read_molecules(path, strict=False)
         molecules.extend(res.molecules)
+        props.extend(res.properties)
         bad.extend({"file": str(path), "record": int(i), "error": msg} for i, msg in res.errors)
-    return molecules, bad
+    return molecules, bad, props
+
+
+def _targets(props: list[dict], name: str) -> np.ndarray:
+    out = np.empty(len(props))
+    for i, p in enumerate(props):
+        try:
+            out[i] = float(p[name])
+        except KeyError:
+            raise EADError(f"molecule {i} has no {name!r} target (sample with a model conditioned on "
+                           f"{name}, or add the field)") from None
+        except ValueError:
+            raise EADError(f"molecule {i}: target {name!r} is not a number ({p[name]!r})") from None
+    return out
 
 
 def _pct(x) -> str:
@@ -149,6 +167,12 @@ def _table(r: dict, sources: str) -> str:
         lines += ["", f"PoseBusters 'mol' ({p['num_molecules']} molecules)",
                   f"{'all checks':<34}{_pct(p['overall'])}"]
         lines += [f"  {k:<32}{_pct(v)}" for k, v in p["checks"].items()]
+    if "property" in r:
+        p = r["property"]
+        lower = p["predictor_test_mae"]
+        lines += ["", f"conditional generation: {p['property']} ({p['num_molecules']} molecules)",
+                  f"{'MAE target vs predicted':<28}{_num(p['mae'])} {p['unit']}"
+                  + (f"   (predictor's QM9 test MAE {lower:.4g})" if lower is not None else "")]
     if "energy" in r:
         e = r["energy"]
         lines += ["", f"GFN2-xTB relaxation ({e['num_relaxed']} of {e['num_molecules']} molecules "
@@ -169,9 +193,15 @@ MAX_LISTED_BAD = 10
 
 
 def run(args) -> int:
-    molecules, bad = _read(args.files)
+    molecules, bad, props = _read(args.files)
     if args.limit is not None:
-        molecules = molecules[: args.limit]
+        molecules, props = molecules[: args.limit], props[: args.limit]
+    predictor = None
+    if args.predictor:   # load and check before the slow metrics
+        from ..predictor import Predictor
+
+        predictor = Predictor.from_pretrained(args.predictor)
+        targets = _targets(props, predictor.config.property)
     checks = ["protocol"]
     checks += [c for c, on in (("posebusters", args.posebusters),
                                ("distribution", args.distribution),
@@ -180,6 +210,10 @@ def run(args) -> int:
                                 energy_samples=args.energy or 0, seed=args.seed,
                                 verbose=True)
     result["bad_records"] = bad
+    if predictor is not None:
+        from ..predictor import property_mae
+
+        result["property"] = property_mae(predictor, molecules, targets)
     if args.json:
         print(json.dumps(result, indent=2, default=_json_default))
         return 0

@@ -138,10 +138,10 @@ class EGNN(nn.Module):
 
     def __init__(self, in_features: int, hidden: int = 256, layers: int = 9, attention: bool = True,
                  tanh: bool = True, coords_range: float = 15.0, norm_constant: float = 1.0,
-                 normalization_factor: float = 1.0):
+                 normalization_factor: float = 1.0, out_features: int | None = None):
         super().__init__()
         self.embedding = nn.Linear(in_features, hidden)
-        self.embedding_out = nn.Linear(hidden, in_features)
+        self.embedding_out = nn.Linear(hidden, out_features or in_features)
         # as EDM: the total coordinate range is shared out over the layers
         self.blocks = nn.ModuleList(
             EquivariantBlock(hidden, coords_range / layers, norm_constant, normalization_factor,
