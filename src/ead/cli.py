@@ -96,7 +96,8 @@ def _add_train(sub):
                    help="checkpoints kept on disk (default 2; 0 = all, for comparisons at equal steps)")
     p.add_argument("--init-from", metavar="RUN",
                    help="start from another run's last checkpoint (weights, EMA, optimizer), e.g. to "
-                        "continue on other hardware or with another batch size; recorded in the card")
+                        "continue on other hardware or with another batch size, or to make an unconditional "
+                        "model conditional (with --condition: the new inputs start at zero); recorded in the card")
     p.add_argument("--log-every", type=_positive_int, default=50)
     p.add_argument("--val-every", type=_nonneg_int, default=2000, help="0 = no validation loss")
     p.add_argument("--sample-every", type=_nonneg_int, default=0,

@@ -130,6 +130,31 @@ def load_data(cfg: TrainConfig):
     return train, valid, types, name
 
 
+CONTEXT_FIELDS = ("context", "context_mean", "context_mad", "context_quantiles")
+
+
+def _adds_context(saved: ModelConfig, new: ModelConfig) -> bool:
+    """True when `new` is `saved` (unconditional) made conditional: nothing else differs."""
+    if saved.context or not new.context:
+        return False
+    return dataclasses.replace(new, **{f: getattr(saved, f) for f in CONTEXT_FIELDS}) == saved
+
+
+def _with_context_inputs(tensors: dict, num_context: int) -> dict:
+    """An unconditional checkpoint's tensors for a conditional network: the input embedding gets
+    `num_context` zero columns (context is the last input feature) and the output projection as many
+    zero rows, in the weights, the EMA and AdamW's moments, so the network starts as the unconditional model and learns to use the context."""
+    out = dict(tensors)
+    for key, v in tensors.items():
+        name = key.split(".", 1)[1]
+        if name.startswith("egnn.embedding.weight") and v.dim() == 2:
+            out[key] = torch.cat([v, v.new_zeros(v.shape[0], num_context)], 1)
+        elif name.startswith(("egnn.embedding_out.weight", "egnn.embedding_out.bias")) and v.dim() >= 1:
+            # the output projection mirrors the inputs; its context rows are never read
+            out[key] = torch.cat([v, v.new_zeros((num_context,) + v.shape[1:])], 0)
+    return out
+
+
 def context_array(molecules: MoleculeSet, config: ModelConfig) -> np.ndarray | None:
     """The network's context per molecule, [M, C] normalised, for a conditional model (else None)."""
     if not config.context:
@@ -328,6 +353,9 @@ def train(cfg: TrainConfig) -> dict:
         if meta is None:
             continue
         saved = ModelConfig.from_dict(meta["model_config"])
+        if meta is init_meta and _adds_context(saved, model_cfg):
+            tensors = _with_context_inputs(tensors, len(model_cfg.context))
+            continue
         if saved != model_cfg:
             diff = [f.name for f in dataclasses.fields(ModelConfig)
                     if getattr(saved, f.name) != getattr(model_cfg, f.name)]
