@@ -134,10 +134,12 @@ CONTEXT_FIELDS = ("context", "context_mean", "context_mad", "context_quantiles")
 
 
 def _adds_context(saved: ModelConfig, new: ModelConfig) -> bool:
-    """True when `new` is `saved` (unconditional) made conditional: nothing else differs."""
+    """True when `new` is `saved` (unconditional) made conditional: nothing else differs but p(M),
+    which comes from the new run's molecules (EDM's generator half, say)."""
     if saved.context or not new.context:
         return False
-    return dataclasses.replace(new, **{f: getattr(saved, f) for f in CONTEXT_FIELDS}) == saved
+    same = {f: getattr(saved, f) for f in CONTEXT_FIELDS + ("size_histogram",)}
+    return dataclasses.replace(new, **same) == saved
 
 
 def _with_context_inputs(tensors: dict, num_context: int) -> dict:
