@@ -193,6 +193,16 @@ def test_evaluate_reports_the_property_mae(predictor_run, tmp_path, capsys, qm9_
                  str(predictor_run[0] / "model")]) == 0
     got = json.loads(capsys.readouterr().out)["property"]
     assert got["mae"] == pytest.approx(expect["mae"], rel=1e-6) and got["num_molecules"] == 20
+    # the references: the same predictions against shuffled targets; the size-only guess
+    from ead.predictor import size_means
+
+    sizes = np.array([len(z) for _, z in mols])
+    guess = size_means("alpha", sizes)
+    assert got["size_only_mae"] == pytest.approx(np.abs(targets - guess).mean())
+    assert got["shuffled_mae"] is not None and got["shuffled_mae"] != got["mae"]
+    # QM9's own α: the size-only guess is closer to it than to these arbitrary targets
+    alpha = qm9_train.properties[:20, qm9_train.property_names.index("alpha")]
+    assert np.abs(alpha - guess).mean() < np.abs(targets - guess).mean()
     write_sdf(tmp_path / "none.sdf", mols[:2])
     assert main(["evaluate", str(tmp_path / "none.sdf"), "--predictor", str(predictor_run[0] / "model")]) == 2
     assert "has no 'alpha' target" in capsys.readouterr().err

@@ -171,8 +171,11 @@ def _table(r: dict, sources: str) -> str:
         p = r["property"]
         lower = p["predictor_test_mae"]
         lines += ["", f"conditional generation: {p['property']} ({p['num_molecules']} molecules)",
-                  f"{'MAE target vs predicted':<28}{_num(p['mae'])} {p['unit']}"
-                  + (f"   (predictor's QM9 test MAE {lower:.4g})" if lower is not None else "")]
+                  f"{'MAE target vs predicted':<28}{_num(p['mae'])} {p['unit']}",
+                  f"{'  targets shuffled':<28}{_num(p['shuffled_mae'])}   (the condition ignored)",
+                  f"{'  atom count only':<28}{_num(p['size_only_mae'])}   (QM9 mean for the size)"]
+        if lower is not None:
+            lines.append(f"{'  predictor on QM9 test':<28}{_num(lower)}   (the lower bound)")
     if "energy" in r:
         e = r["energy"]
         lines += ["", f"GFN2-xTB relaxation ({e['num_relaxed']} of {e['num_molecules']} molecules "
