@@ -101,6 +101,8 @@ def test_cli_writes_targets_and_refuses_foreign_properties(cond_model, tmp_path,
     values = [float(p["alpha"]) for p in read_molecules(drawn, strict=False).properties]
     assert len(set(values)) == 4   # drawn per molecule when not given
     capsys.readouterr()
+    assert main(["info", "--model", str(cond_model / "model")]) == 0
+    assert "conditioned on: alpha" in capsys.readouterr().out
     assert main(["sample", "--model", str(cond_model / "model"), "-n", "2", "-o", str(out),
                  "--condition", "gap=5000"]) == 2
     assert "conditioned on alpha" in capsys.readouterr().err

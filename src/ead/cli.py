@@ -394,6 +394,8 @@ def _run_info(args) -> int:
         m = meta.get("model", {})
         print(f"  {name}: preset {m.get('preset')} ({m.get('layers')}×{m.get('hidden')}), window C="
               f"{m.get('window')}, T={m.get('timesteps')}, sampler defaults {meta.get('sampler_defaults')}")
+        if m.get("context"):
+            print(f"    conditioned on: {', '.join(m['context'])} (ead sample --condition NAME=VALUE)")
         if meta.get("card"):
             print(f"    training: {_card_summary(meta['card'])}")
     return 0
