@@ -210,3 +210,23 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
     with pytest.raises(EADError, match="NaN or infinite between steps 5 and 8"):
         train(_cfg(tmp_path, max_steps=12, ckpt_every=4, log_every=100))
     assert Checkpointer(tmp_path / "run").latest().name == "step-00000004"
+
+
+def test_run_clock_turns_sigterm_into_a_stop_request_and_counts_earlier_time():
+    import os
+    import signal
+
+    from ead.train import RunClock
+
+    before = signal.getsignal(signal.SIGTERM)
+    clock = RunClock(elapsed=7200.0, max_hours=2.0)
+    try:
+        assert clock.elapsed >= 7200.0 and clock.out_of_time()   # earlier hours count
+        other = RunClock(0.0, None)
+        assert not other.out_of_time()
+        other.restore()                                           # clock's handler is back
+        os.kill(os.getpid(), signal.SIGTERM)                      # would kill the process without it
+        assert clock.stopped
+    finally:
+        clock.restore()
+    assert signal.getsignal(signal.SIGTERM) == before

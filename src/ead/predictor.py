@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from .data.elements import QM9_TYPES
 from .data.properties import QM9_UNITS, context_stats, property_columns
 from .model.predictor import PropertyPredictor
 from .pipeline import write_atomic
-from .train import Checkpointer, _load_optimizer_tensors, _optimizer_tensors
+from .train import Checkpointer, RunClock, _load_optimizer_tensors, _optimizer_tensors
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -244,28 +242,22 @@ def train_predictor(cfg: PredictorTrainConfig) -> dict:
     log = run / "log.csv"
     if not log.exists():
         log.write_text("step,epoch,train_mae,val_mae\n")
-    stop = {"flag": False}
-
-    def _on_signal(signum, frame):
-        stop["flag"] = True
-
-    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-
     def save():
         tensors = {f"net.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
         tensors.update(_optimizer_tensors(opt, net))
-        meta = {"format": "ead-train-state", "kind": "predictor", "step": step, "elapsed_s": elapsed,
+        meta = {"format": "ead-train-state", "kind": "predictor", "step": step, "elapsed_s": clock.elapsed,
                 "predictor": dataclasses.asdict(pcfg) | {"atom_types": list(pcfg.atom_types)}}
         ckpt.save(step, tensors, meta)
 
     def lr_at(s: int) -> float:
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(s, cfg.max_steps) / max(cfg.max_steps, 1)))
 
-    t0, run_err, run_n, cached = time.time(), 0.0, 0, None
+    run_err, run_n, cached = 0.0, 0, None
     net.train()
+    clock = RunClock(elapsed, cfg.max_hours)
     try:
-        while step < cfg.max_steps and not stop["flag"]:
-            if cfg.max_hours is not None and elapsed + time.time() - t0 > cfg.max_hours * 3600:
+        while step < cfg.max_steps and not clock.stopped:
+            if clock.out_of_time():
                 break
             epoch, pos = divmod(step, per_epoch)
             if cached != epoch:
@@ -294,18 +286,13 @@ def train_predictor(cfg: PredictorTrainConfig) -> dict:
                           + (f", valid MAE {val}" if val else ""), flush=True)
                 run_err, run_n = 0.0, 0
             if step % cfg.ckpt_every == 0:
-                elapsed += time.time() - t0
-                t0 = time.time()
                 save()
-        elapsed += time.time() - t0
-        t0 = time.time()
         save()
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        clock.restore()
     test_mae = _mae(net, pcfg, test_set)
     info = {"test_mae": test_mae, "valid_mae": _mae(net, pcfg, valid_set), "steps": step,
-            "hours": round(elapsed / 3600, 4), "train_molecules": len(train_set), "split": cfg.split}
+            "hours": round(clock.elapsed / 3600, 4), "train_molecules": len(train_set), "split": cfg.split}
     Predictor(pcfg, net, info).save_pretrained(run / "model")
     return {"step": step, "test_mae": test_mae, "unit": pcfg.unit, "model_dir": str(run / "model"),
-            "interrupted": stop["flag"]}
+            "interrupted": clock.stopped}

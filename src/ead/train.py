@@ -277,6 +277,31 @@ def _load_optimizer_tensors(opt, model, tensors: dict[str, torch.Tensor]) -> Non
                 opt.state[p][k] = v if k == "step" else v.to(p.device)
 
 
+class RunClock:
+    """A run's training time across resumes (`elapsed` seconds: the checkpoint's plus this
+    process's), its --max-hours, and the stop request of SIGTERM / SIGINT: the handlers set
+    `stopped`, the loop finishes its step and checkpoints. `restore()` puts the old handlers back."""
+
+    def __init__(self, elapsed: float = 0.0, max_hours: float | None = None):
+        self._base, self._t0, self.max_hours = float(elapsed), time.time(), max_hours
+        self.stopped = False
+        self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _on_signal(self, signum, frame):
+        self.stopped = True
+
+    @property
+    def elapsed(self) -> float:
+        return self._base + (time.time() - self._t0)
+
+    def out_of_time(self) -> bool:
+        return self.max_hours is not None and self.elapsed > self.max_hours * 3600
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
 class Checkpointer:
     """run_dir/checkpoints/step-N/{state.safetensors,state.json} + run_dir/checkpoints/latest;
     keeps the newest `keep` checkpoints (0 = all)."""
@@ -414,7 +439,7 @@ def train(cfg: TrainConfig) -> dict:
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in raw_model.state_dict().items()}
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.items()})
         tensors.update(_optimizer_tensors(opt, raw_model))
-        meta = {"format": "ead-train-state", "step": step, "elapsed_s": elapsed,
+        meta = {"format": "ead-train-state", "step": step, "elapsed_s": clock.elapsed,
                 "gradnorms": list(gradnorms.values), "model_config": model_cfg.to_dict(),
                 "train_config": dataclasses.asdict(cfg), "device": _device_name(device),
                 "lineage": lineage}
@@ -422,24 +447,18 @@ def train(cfg: TrainConfig) -> dict:
         export(run_dir / "model")
 
     def ema_model() -> EAD:
-        meta = {"step": step, "elapsed_s": elapsed, "train_config": dataclasses.asdict(cfg),
+        meta = {"step": step, "elapsed_s": clock.elapsed, "train_config": dataclasses.asdict(cfg),
                 "device": _device_name(device), "lineage": lineage}
         return _ema_pipeline(model_cfg, ema, meta)
 
     def export(path: Path):
         ema_model().save_pretrained(path)
 
-    stop = {"flag": False}
-
-    def _on_signal(signum, frame):
-        stop["flag"] = True
-
-    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=cfg.quiet or rank != 0, dynamic_ncols=True,
                desc="train")
-    t0 = time.time()
+    clock = RunClock(elapsed, cfg.max_hours)
     # nothing in a step reads a value back from the device (a GPU runs ahead of the host):
     # the loss is summed and checked for NaN/inf on the device, and read at log and save time
     def zero():
@@ -458,8 +477,8 @@ def train(cfg: TrainConfig) -> dict:
     cached_epoch, batches = -1, []
     summary = {"start_step": step}
     try:
-        while step < cfg.max_steps and not stop["flag"]:
-            if cfg.max_hours is not None and elapsed + (time.time() - t0) > cfg.max_hours * 3600:
+        while step < cfg.max_steps and not clock.stopped:
+            if clock.out_of_time():
                 break
             epoch, pos = divmod(step, steps_per_epoch)
             if epoch != cached_epoch:
@@ -508,18 +527,13 @@ def train(cfg: TrainConfig) -> dict:
                 logger.write({"step": step, **m})
                 summary.update(m)
             if step % cfg.ckpt_every == 0:
-                elapsed += time.time() - t0
-                t0 = time.time()
                 save()
-        elapsed += time.time() - t0
-        t0 = time.time()
         save()
     finally:
         bar.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-    summary.update({"step": step, "elapsed_s": elapsed, "model_dir": str(run_dir / "model"),
-                    "interrupted": stop["flag"], "rank": rank, "world_size": world})
+        clock.restore()
+    summary.update({"step": step, "elapsed_s": clock.elapsed, "model_dir": str(run_dir / "model"),
+                    "interrupted": clock.stopped, "rank": rank, "world_size": world})
     return summary
 
 
