@@ -26,6 +26,10 @@ Second session (same kind): cuda_check 23 s; the shipped run alone 0.033 s/step 
 (host-bound: see docs/speed.md); 260 s of sampling with three workers drew the card (3 × 1,000),
 the whole step grid and the 15 λ × w cells at 1000 steps (500 each). One call of 530 s left time
 for a second, warm call of 210 s (no start cost) that trained on — plan both.
+Third session (same kind, training only: `--runs ship --no-check --no-bench --sample-until 0`): the
+shipped run alone at batch 256, lr 2e-4, 14,544 steps in a 523-s call and 5,303 more in a warm 202-s
+call (0.034 s/step), 51 epochs in all. The device has no `pip install -e`: export
+PYTHONPATH=$PWD/src first (a call without it failed at once).
 Carry the QM9 cache in an ignored folder, packed by benchmarks/qm9_pack.py (24.7 MB: the working
 tree and the carried paths travel within 64 MiB together), and unpack it into $EAD_CACHE first; the
 device has torch and lightning but not RDKit, so nothing here may import it.
