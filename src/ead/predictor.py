@@ -158,6 +158,7 @@ def property_mae(predictor: Predictor, molecules, targets, seed: int = 0) -> dic
     n = len(targets)
     out = {"property": predictor.config.property, "unit": predictor.config.unit,
            "mae": float(np.abs(pred - targets).mean()) if n else None, "num_molecules": int(n),
+           "target_mean": float(targets.mean()) if n else None, "predicted_mean": float(pred.mean()) if n else None,
            "shuffled_mae": None, "size_only_mae": None, "predictor_test_mae": predictor.info.get("test_mae")}
     if n:
         perm = np.random.default_rng(seed).permutation(n)

@@ -172,6 +172,7 @@ def _table(r: dict, sources: str) -> str:
         lower = p["predictor_test_mae"]
         lines += ["", f"conditional generation: {p['property']} ({p['num_molecules']} molecules)",
                   f"{'MAE target vs predicted':<28}{_num(p['mae'])} {p['unit']}",
+                  f"{'  mean target / predicted':<28}{_num(p['target_mean'])} / {p['predicted_mean']:.4f}",
                   f"{'  targets shuffled':<28}{_num(p['shuffled_mae'])}   (the condition ignored)",
                   f"{'  atom count only':<28}{_num(p['size_only_mae'])}   (QM9 mean for the size)"]
         if lower is not None:
