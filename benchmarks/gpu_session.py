@@ -30,6 +30,9 @@ Third session (same kind, training only: `--runs ship --no-check --no-bench --sa
 shipped run alone at batch 256, lr 2e-4, 14,544 steps in a 523-s call and 5,303 more in a warm 202-s
 call (0.034 s/step), 51 epochs in all. The device has no `pip install -e`: export
 PYTHONPATH=$PWD/src first (a call without it failed at once).
+Before the call run `bash benchmarks/device_prune.sh` (the working tree outgrew the upload limit:
+it deletes what this script does not read, from the working tree only) and afterwards
+`bash benchmarks/device_prune.sh --restore`.
 Carry the QM9 cache in an ignored folder, packed by benchmarks/qm9_pack.py (24.7 MB: the working
 tree and the carried paths travel within 64 MiB together), and unpack it into $EAD_CACHE first; the
 device has torch and lightning but not RDKit, so nothing here may import it.
