@@ -52,6 +52,24 @@ def test_conditions_parse_and_resolve_with_clear_errors():
         ModelConfig(context=("alpha",))
 
 
+def test_a_fixed_target_draws_the_sizes_that_carry_it():
+    """p(M | value) from the stored quantiles: size 5 holds α in [10, 20], size 9 in [50, 60]."""
+    from ead.data.properties import sizes_given_targets
+
+    cfg = ModelConfig(context=("alpha",), context_mean=(35.0,), context_mad=(20.0,),
+                      size_histogram={5: 1, 9: 3},
+                      context_quantiles={5: [list(np.linspace(10, 20, 65))], 9: [list(np.linspace(50, 60, 65))]})
+    gen = torch.Generator().manual_seed(0)
+    assert set(sizes_given_targets(cfg, {"alpha": 15.0}, 50, gen).tolist()) == {5}
+    assert set(sizes_given_targets(cfg, {"alpha": 55.0}, 50, gen).tolist()) == {9}
+    assert sizes_given_targets(cfg, {"alpha": [12.0, 58.0, 19.0]}, 3, gen).tolist() == [5, 9, 5]
+    between = sizes_given_targets(cfg, {"alpha": 31.0}, 400, gen)   # in neither range: nearer is likelier
+    assert set(between.tolist()) == {5, 9} and (between == 5).float().mean() > 0.25
+    above = sizes_given_targets(cfg, {"alpha": 200.0}, 400, gen)   # far above both: mostly the top size
+    assert (above == 9).float().mean() > 0.9
+    assert set(sizes_given_targets(cfg, {"alpha": 1e9}, 20, gen).tolist()) <= {5, 9}   # no NaN weights
+
+
 @pytest.fixture(scope="module")
 def cond_model(tmp_path_factory):
     run = tmp_path_factory.mktemp("cond") / "run"
@@ -80,9 +98,9 @@ def test_conditional_training_on_qm9_second_half(cond_model):
 
 def test_the_context_reaches_the_network(cond_model):
     model = EAD.from_pretrained(cond_model / "model")
-    a = model.sample_arrays(3, steps=5, seed=1, condition={"alpha": 40.0})[0]
-    b = model.sample_arrays(3, steps=5, seed=1, condition={"alpha": 120.0})[0]
-    a2, settings = model.sample_arrays(3, steps=5, seed=1, condition={"alpha": 40.0})
+    a = model.sample_arrays(3, steps=5, seed=1, condition={"alpha": 40.0}, size_from="marginal")[0]
+    b = model.sample_arrays(3, steps=5, seed=1, condition={"alpha": 120.0}, size_from="marginal")[0]
+    a2, settings = model.sample_arrays(3, steps=5, seed=1, condition={"alpha": 40.0}, size_from="marginal")
     assert [len(z) for _, z in a] == [len(z) for _, z in b]           # same seed, same sizes
     assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(a, a2))  # reproducible
     assert not all(np.allclose(p, q) for (p, _), (q, _) in zip(a, b))  # the target changes the result

@@ -221,6 +221,9 @@ def _add_sample(sub):
                    help="a conditional model's target property value, e.g. alpha=80 (repeat for "
                         "several); a property not given is drawn per molecule from the training "
                         "distribution for its size. Written into each SDF record / XYZ comment")
+    p.add_argument("--size-from", choices=["joint", "marginal"], default="joint",
+                   help="with --condition and no --num-atoms: molecule sizes from p(M | the requested "
+                        "values), as EDM's joint p(c, M) (joint, default), or from p(M) (marginal)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive_int, default=256, help="molecules per batch")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
@@ -289,7 +292,8 @@ def _run_sample(args) -> int:
     with MoleculeWriter(out, metadata={f"ead_{k}": v for k, v in settings.items()}) as writer:
         for res, _ in model.sample_batches(args.num, sampler=args.sampler, seed=args.seed,
                                             batch_size=args.batch_size, num_atoms=args.num_atoms,
-                                            on_step=recorder, condition=condition, **options):
+                                            on_step=recorder, condition=condition,
+                                            size_from=args.size_from, **options):
             mols = split_result(res, types)
             targets = res.info.get("condition", {})
             props = [{k: f"{v[i]:.6g}" for k, v in targets.items()} for i in range(len(mols))]

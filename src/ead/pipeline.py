@@ -21,7 +21,7 @@ import torch
 from . import EADError, __version__
 from .config import ModelConfig, read_model_meta
 from .data.batch import FeatureEncoder
-from .data.properties import normalise, resolve_targets
+from .data.properties import check_condition, normalise, resolve_targets, sizes_given_targets
 from .diffusion.noise import NoiseSchedule
 from .diffusion.sampler import SampleResult, run_sampler
 from .diffusion.schedules import SAMPLERS, make_schedule
@@ -213,18 +213,25 @@ class EAD:
 
     def sample_batches(self, n: int, sampler: str | None = None, seed: int = 0, batch_size: int = 256,
                        num_atoms=None, on_step=None, condition: dict | None = None,
-                       **options) -> Iterator[tuple[SampleResult, dict]]:
+                       size_from: str = "joint", **options) -> Iterator[tuple[SampleResult, dict]]:
         """Yield (SampleResult, settings) per chunk of ≤ batch_size molecules: memory stays flat
         with n. Reproducible: the same seed gives the same molecules for any batch_size ≥ n.
 
         A conditional model (config.context) takes `condition`: property -> one value or one per
         molecule (raw units, e.g. {"alpha": 80.0}); a property left out is drawn per molecule from
         the training distribution given its size, as EDM samples. Each chunk's targets are in
-        `result.info["condition"]` ({property: [values]})."""
+        `result.info["condition"]` ({property: [values]}). Without `num_atoms`, the sizes of a
+        conditional sample come from p(M | the given values) (`size_from="joint"`, EDM's joint
+        p(c, M)) or from p(M) regardless (`size_from="marginal"`)."""
         if n < 1:
             raise EADError("number of molecules must be ≥ 1")
         gen_cpu = torch.Generator().manual_seed(int(seed))
-        if num_atoms is None:
+        if size_from not in ("joint", "marginal"):
+            raise EADError(f"size_from must be 'joint' or 'marginal', got {size_from!r}")
+        if num_atoms is None and condition and self.config.context and size_from == "joint":
+            check_condition(self.config, condition, n)
+            sizes = sizes_given_targets(self.config, condition, n, gen_cpu)
+        elif num_atoms is None:
             sizes = self.sample_sizes(n, gen_cpu)
         else:
             sizes = torch.as_tensor(num_atoms, dtype=torch.long).reshape(-1)

@@ -70,6 +70,37 @@ def draw_targets(quantiles: dict[int, list], sizes: torch.Tensor, generator: tor
     return out
 
 
+def sizes_given_targets(config, condition: dict, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Molecule sizes drawn from p(M | requested values) ∝ p(M) · Π p(value | M), the densities read
+    off the stored per-size quantiles (so that a fixed target gets the sizes that carry it, as EDM's
+    joint p(c, M) does). A value outside every size's training range falls back to p(M) weighted by
+    exp(−(how much farther than the nearest range it is, in MADs))."""
+    sizes = np.array(sorted(config.size_histogram))
+    prior = np.array([config.size_histogram[int(m)] for m in sizes], dtype=np.float64)
+    names = tuple(config.context)
+    values = {k: np.broadcast_to(np.asarray(v, dtype=np.float64).reshape(-1), (n,)) for k, v in condition.items()}
+    weights = np.tile(prior, (n, 1))
+    for c, name in enumerate(names):
+        if name not in values:
+            continue
+        dens, dist = np.zeros((n, len(sizes))), np.zeros((n, len(sizes)))
+        for j, m in enumerate(sizes):
+            q = np.asarray(config.context_quantiles.get(int(m), [[np.nan]] * len(names))[c])
+            v = values[name]
+            k = np.clip(np.searchsorted(q, v, side="right") - 1, 0, len(q) - 2) if len(q) > 1 else np.zeros(n, int)
+            width = (q[k + 1] - q[k]) if len(q) > 1 else np.full(n, np.inf)
+            inside = (v >= q[0]) & (v <= q[-1])
+            dens[:, j] = np.where(inside, 1.0 / ((len(q) - 1) * np.maximum(width, 1e-12)), 0.0)
+            dist[:, j] = np.maximum(q[0] - v, 0) + np.maximum(v - q[-1], 0)
+        near = np.exp(-(dist - dist.min(1, keepdims=True)) / config.context_mad[c])   # never all zero
+        dens = np.where(dens.sum(1, keepdims=True) > 0, dens, near)
+        weights *= dens
+    weights /= weights.sum(1, keepdims=True)
+    u = torch.rand(n, generator=generator, dtype=torch.float64).numpy()[:, None]
+    pick = (weights.cumsum(1) < u).sum(1).clip(max=len(sizes) - 1)
+    return torch.as_tensor(sizes[pick], dtype=torch.long)
+
+
 def resolve_targets(config, sizes: torch.Tensor, condition: dict | None,
                     generator: torch.Generator) -> np.ndarray | None:
     """Per-molecule property values [n, C] (raw units) for a model's context, or None for an
@@ -77,27 +108,32 @@ def resolve_targets(config, sizes: torch.Tensor, condition: dict | None,
     left out are drawn from the training distribution given the size."""
     names = tuple(config.context)
     condition = dict(condition or {})
-    if not names:
-        if condition:
-            raise EADError(f"this model is unconditional; it takes no property ({', '.join(condition)})")
-        return None
-    unknown = [k for k in condition if k not in names]
-    if unknown:
-        raise EADError(f"the model is conditioned on {', '.join(names)}, not {', '.join(unknown)}")
     n = len(sizes)
+    check_condition(config, condition, n)
+    if not names:
+        return None
     drawn = draw_targets(config.context_quantiles, sizes, generator) if len(condition) < len(names) else None
     out = np.empty((n, len(names)))
     for c, name in enumerate(names):
-        if name not in condition:
-            out[:, c] = drawn[:, c]
-            continue
-        v = np.asarray(condition[name], dtype=np.float64).reshape(-1)
+        out[:, c] = drawn[:, c] if name not in condition else np.asarray(condition[name], dtype=np.float64).reshape(-1)
+    return out
+
+
+def check_condition(config, condition: dict | None, n: int) -> None:
+    """EADError unless `condition` fits the model: known properties, one finite value or n."""
+    names = tuple(config.context)
+    condition = dict(condition or {})
+    if not names and condition:
+        raise EADError(f"this model is unconditional; it takes no property ({', '.join(condition)})")
+    unknown = [k for k in condition if k not in names]
+    if unknown:
+        raise EADError(f"the model is conditioned on {', '.join(names)}, not {', '.join(unknown)}")
+    for name, value in condition.items():
+        v = np.asarray(value, dtype=np.float64).reshape(-1)
         if v.size not in (1, n):
             raise EADError(f"property {name}: give one value or one per molecule ({n}), not {v.size}")
         if not np.isfinite(v).all():
             raise EADError(f"property {name}: value is not a finite number")
-        out[:, c] = v
-    return out
 
 
 def normalise(config, values: np.ndarray) -> np.ndarray:
