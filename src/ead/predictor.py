@@ -253,17 +253,12 @@ def train_predictor(cfg: PredictorTrainConfig) -> dict:
     def lr_at(s: int) -> float:
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(s, cfg.max_steps) / max(cfg.max_steps, 1)))
 
-    run_err, run_n, cached = 0.0, 0, None
+    run_err, run_n = 0.0, 0
     net.train()
     clock = RunClock(elapsed, cfg.max_hours)
     try:
-        while step < cfg.max_steps and not clock.stopped:
-            if clock.out_of_time():
-                break
-            epoch, pos = divmod(step, per_epoch)
-            if cached != epoch:
-                batches, cached = order.epoch(epoch), epoch
-            idx = batches[pos]
+        while step < cfg.max_steps and clock.keep_going():
+            idx = order.at_step(step)
             b = collate(train_set, idx, encoder)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)

@@ -297,6 +297,9 @@ class RunClock:
     def out_of_time(self) -> bool:
         return self.max_hours is not None and self.elapsed > self.max_hours * 3600
 
+    def keep_going(self) -> bool:
+        return not self.stopped and not self.out_of_time()
+
     def restore(self) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
@@ -474,16 +477,10 @@ def train(cfg: TrainConfig) -> dict:
             raise EADError(f"loss became NaN or infinite between steps {first_unchecked} and {step}; "
                            "lower --lr (the last checkpoint is untouched)")
         first_unchecked = step + 1
-    cached_epoch, batches = -1, []
     summary = {"start_step": step}
     try:
-        while step < cfg.max_steps and not clock.stopped:
-            if clock.out_of_time():
-                break
-            epoch, pos = divmod(step, steps_per_epoch)
-            if epoch != cached_epoch:
-                batches, cached_epoch = order.epoch(epoch), epoch
-            batch = collate(train_set, batches[pos], encoder, train_context)
+        while step < cfg.max_steps and clock.keep_going():
+            batch = collate(train_set, order.at_step(step), encoder, train_context)
             batch = (batch.pin() if device.type == "cuda" else batch).to(device)
             gen = _step_generator(device, cfg.seed, step, rank)
             model.train()

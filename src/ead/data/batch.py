@@ -229,6 +229,7 @@ class SizeBucketBatches:
         self.bucket = bucket
         self.rank, self.world_size = rank, world_size
         self.drop_last = drop_last
+        self._cached: tuple[int, list] | None = None
 
     def epoch(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -244,6 +245,13 @@ class SizeBucketBatches:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         usable = len(batches) - len(batches) % self.world_size
         return batches[self.rank : usable : self.world_size]
+
+    def at_step(self, step: int) -> np.ndarray:
+        """The molecules of global step `step` (epoch step // len(self)); the epoch's order is cached."""
+        epoch, pos = divmod(step, len(self))
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, self.epoch(epoch))
+        return self._cached[1][pos]
 
     def __len__(self) -> int:
         n = len(self.sizes) // self.batch_size if self.drop_last else -(-len(self.sizes) // self.batch_size)
