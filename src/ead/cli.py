@@ -6,7 +6,6 @@ no half-written output file."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -263,13 +262,10 @@ def _run_sample(args) -> int:
                    async_ratio=args.async_ratio, history=args.history, t_async=args.t_async,
                    update=args.update, eta=args.eta, stall_lag=args.stall_lag)
     schedule = model.make_schedule(args.sampler, **options)  # bad values fail here, before any work
-    from .data.properties import parse_conditions
+    from .data.properties import check_condition, parse_conditions
 
     condition = parse_conditions(args.condition)
-    unknown = [k for k in condition if k not in model.config.context]
-    if unknown:
-        raise EADError(f"--condition {unknown[0]}: the model is conditioned on "
-                       f"{', '.join(model.config.context) or 'nothing (it is unconditional)'}")
+    check_condition(model.config, condition, args.num)   # before any work
     if args.t_async is not None and args.t_async > model.config.timesteps:
         raise EADError(f"--t-async must be ≤ T = {model.config.timesteps}")
     import numpy as np

@@ -25,7 +25,7 @@ import torch
 from . import EADError, __version__
 from .data.batch import FeatureEncoder, MoleculeSet, SizeBucketBatches, collate
 from .data.elements import QM9_TYPES
-from .data.properties import QM9_UNITS, context_stats, property_columns
+from .data.properties import QM9_UNITS, context_stats, nearest_index, property_columns
 from .model.predictor import PropertyPredictor
 from .pipeline import write_atomic
 from .train import Checkpointer, RunClock, _load_optimizer_tensors, _optimizer_tensors
@@ -170,23 +170,20 @@ def property_mae(predictor: Predictor, molecules, targets, seed: int = 0) -> dic
 def size_means(prop: str, sizes) -> np.ndarray:
     """The mean of a QM9 property among the generator half's molecules with each given atom count
     (the nearest count present for one never seen)."""
-    from .data.qm9 import conditional_halves, qm9_split
+    from .data.qm9 import qm9_half
 
-    half = qm9_split("train").subset(np.sort(conditional_halves()["second"]))
+    half = qm9_half("second")
     values = property_columns(half, (prop,))[:, 0]
     known = np.unique(half.num_atoms)
     means = np.array([values[half.num_atoms == m].mean() for m in known])
-    sizes = np.asarray(sizes)
-    return means[np.abs(known[None, :] - sizes[:, None]).argmin(1)]
+    return means[nearest_index(known, sizes)]
 
 
 # ------------------------------------------------------------------------------------ training
 def _qm9_sets(cfg: PredictorTrainConfig) -> tuple[MoleculeSet, MoleculeSet, MoleculeSet]:
-    from .data.qm9 import conditional_halves, qm9_split
+    from .data.qm9 import qm9_half, qm9_split
 
-    train = qm9_split("train", verbose=not cfg.quiet)
-    if cfg.split != "all":
-        train = train.subset(np.sort(conditional_halves()[cfg.split]))
+    train = qm9_half(cfg.split, verbose=not cfg.quiet)
     if cfg.limit_molecules:
         train = train.subset(np.arange(min(cfg.limit_molecules, len(train))))
     return train, qm9_split("valid"), qm9_split("test")

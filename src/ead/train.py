@@ -17,7 +17,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from . import EADError
 from .config import PRESETS, ModelConfig
 from .data.batch import FeatureEncoder, MoleculeSet, SizeBucketBatches, collate
-from .data.properties import context_stats, normalise, property_columns, size_quantiles
+from .data.properties import context_stats, normalise, property_columns, record_values, size_quantiles
 from .diffusion.noise import NoiseSchedule
 from .diffusion.schedules import TrainingWindow
 from .pipeline import EAD, build_denoiser, write_atomic
@@ -98,12 +97,10 @@ def load_data(cfg: TrainConfig):
     from .data.elements import QM9_NO_H_TYPES, QM9_TYPES
 
     if cfg.data == "qm9":
-        from .data.qm9 import conditional_halves, qm9_split
+        from .data.qm9 import qm9_half, qm9_split
 
-        train = qm9_split("train", cfg.remove_h, verbose=not cfg.quiet)
+        train = qm9_half(cfg.condition_split if cfg.condition else "all", cfg.remove_h, verbose=not cfg.quiet)
         valid = qm9_split("valid", cfg.remove_h)
-        if cfg.condition and cfg.condition_split != "all":
-            train = train.subset(np.sort(conditional_halves()[cfg.condition_split]))
         types = QM9_NO_H_TYPES if cfg.remove_h else QM9_TYPES
         name = "qm9"
     else:
@@ -112,7 +109,7 @@ def load_data(cfg: TrainConfig):
         read = read_molecules(cfg.data, strict=True)
         mols = MoleculeSet.from_list(read.molecules)
         if cfg.condition:   # a user's properties: numeric SD data fields of every record
-            mols.properties = file_properties(read.properties, cfg.condition)
+            mols.properties = record_values(read.properties, cfg.condition, "property to condition on")
             mols.property_names = tuple(cfg.condition)
         if cfg.remove_h:
             mols = mols.without_hydrogens()
@@ -162,20 +159,6 @@ def context_array(molecules: MoleculeSet, config: ModelConfig) -> np.ndarray | N
     if not config.context:
         return None
     return normalise(config, property_columns(molecules, config.context))
-
-
-def file_properties(records: list[dict], names) -> np.ndarray:
-    """[M, C] float32 from the SD data fields `names` of every record; EADError on the first gap."""
-    out = np.empty((len(records), len(names)), dtype=np.float32)
-    for m, props in enumerate(records):
-        for c, name in enumerate(names):
-            try:
-                out[m, c] = float(props[name])
-            except KeyError:
-                raise EADError(f"molecule {m}: no property {name!r} to condition on") from None
-            except (TypeError, ValueError):
-                raise EADError(f"molecule {m}: property {name!r} is not a number ({props[name]!r})") from None
-    return out
 
 
 # ------------------------------------------------------------------------------------ state

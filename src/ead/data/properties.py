@@ -62,11 +62,33 @@ def draw_targets(quantiles: dict[int, list], sizes: torch.Tensor, generator: tor
     num = len(next(iter(quantiles.values())))
     u = torch.rand(len(sizes), num, generator=generator, dtype=torch.float64).numpy()
     out = np.empty((len(sizes), num))
-    for i, m in enumerate(sizes):
-        table = quantiles[int(known[np.argmin(np.abs(known - m))])]
+    for i, k in enumerate(nearest_index(known, sizes)):
+        table = quantiles[int(known[k])]
         for c in range(num):
             qs = np.asarray(table[c])
             out[i, c] = np.interp(u[i, c], np.linspace(0, 1, len(qs)), qs)
+    return out
+
+
+def nearest_index(known: np.ndarray, sizes) -> np.ndarray:
+    """For each size, the index of the nearest value in `known` (a size never seen in training
+    borrows its nearest neighbour's statistics)."""
+    sizes = np.asarray(sizes).reshape(-1)
+    return np.abs(np.asarray(known)[None, :] - sizes[:, None]).argmin(1)
+
+
+def record_values(records: list[dict], names, what: str = "property", hint: str = "") -> np.ndarray:
+    """[M, C] float64 from the text fields `names` of every record (SD data fields, XYZ comment
+    keys, as read_molecules returns them); EADError naming the first record without a number."""
+    out = np.empty((len(records), len(names)))
+    for m, props in enumerate(records):
+        for c, name in enumerate(names):
+            try:
+                out[m, c] = float(props[name])
+            except KeyError:
+                raise EADError(f"molecule {m} has no {name!r} {what}{hint}") from None
+            except (TypeError, ValueError):
+                raise EADError(f"molecule {m}: property {name!r} is not a number ({props[name]!r})") from None
     return out
 
 

@@ -136,6 +136,17 @@ def conditional_halves() -> dict[str, np.ndarray]:
     return {"first": perm[:half], "second": perm[half:]}
 
 
+def qm9_half(half: str, remove_h: bool = False, verbose: bool = False) -> MoleculeSet:
+    """EDM's half of the training split: "first" (the property predictor's), "second" (the
+    conditional generator's), in QM9 order; "all" is the whole training split."""
+    train = qm9_split("train", remove_h, verbose=verbose)
+    if half == "all":
+        return train
+    if half not in ("first", "second"):
+        raise EADError(f"unknown half {half!r}; choose first, second or all")
+    return train.subset(np.sort(conditional_halves()[half]))
+
+
 def qm9_split(split: str = "train", remove_h: bool = False, cache: Path | None = None,
               verbose: bool = False) -> MoleculeSet:
     if split not in SPLIT_SIZES:

@@ -122,19 +122,6 @@ def _read(paths: list[str]) -> tuple[list, list[dict], list[dict]]:
     return molecules, bad, props
 
 
-def _targets(props: list[dict], name: str) -> np.ndarray:
-    out = np.empty(len(props))
-    for i, p in enumerate(props):
-        try:
-            out[i] = float(p[name])
-        except KeyError:
-            raise EADError(f"molecule {i} has no {name!r} target (sample with a model conditioned on "
-                           f"{name}, or add the field)") from None
-        except ValueError:
-            raise EADError(f"molecule {i}: target {name!r} is not a number ({p[name]!r})") from None
-    return out
-
-
 def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:8.3f} %"
 
@@ -205,7 +192,11 @@ def run(args) -> int:
         from ..predictor import Predictor
 
         predictor = Predictor.from_pretrained(args.predictor)
-        targets = _targets(props, predictor.config.property)
+        from ..data.properties import record_values
+
+        name = predictor.config.property
+        targets = record_values(props, (name,), "target",
+                                f" (sample with a model conditioned on {name}, or add the field)")[:, 0]
     checks = ["protocol"]
     checks += [c for c, on in (("posebusters", args.posebusters),
                                ("distribution", args.distribution),
