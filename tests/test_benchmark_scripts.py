@@ -207,3 +207,34 @@ def test_compare_cells_of_the_same_seed(tmp_path, micro_model):
     assert same == {"molecules": 4, "same_elements": 1.0, "median_rmsd": 0.0}
     low = sample_grid.compare_cells(tmp_path / "y-s0.npz", tmp_path / "x-s0.npz")
     assert low["molecules"] == 4 and low["median_rmsd"] > 0.0
+
+
+def test_dummy_atom_report_counts_sizes_and_empty_slots(tmp_path, tiny_config, capsys):
+    import dataclasses
+
+    import torch
+
+    import dummy_atoms
+    from ead.pipeline import EAD
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_config, size_mode="dummy", max_atoms=12, absent_bias=3)
+    EAD(cfg, device="cpu").save_pretrained(tmp_path / "m")
+    assert dummy_atoms.main([str(tmp_path / "m"), "--out", str(tmp_path / "o"), "-n", "6", "--steps", "3"]) == 0
+    r = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert r["molecules"] + r["empty_dropped"] == 6 and r["slots"] == 12
+    assert sum(r["sizes"]["histogram"].values()) == r["molecules"]
+    assert all(int(m) <= 12 for m in r["sizes"]["histogram"])
+    assert 0.0 <= r["sizes"]["tv_distance"] <= 1.0
+    assert "| 6 |" in capsys.readouterr().out
+    EAD(tiny_config, device="cpu").save_pretrained(tmp_path / "prior")
+    assert dummy_atoms.main([str(tmp_path / "prior"), "--out", str(tmp_path / "p")]) == 2
+
+
+def test_size_stats_against_p_m():
+    import dummy_atoms
+
+    s = dummy_atoms.size_stats(np.array([3, 3, 4, 4]), {3: 1, 4: 1})
+    assert s["tv_distance"] == 0.0 and s["mean"] == s["reference_mean"] == 3.5
+    s = dummy_atoms.size_stats(np.array([5, 5]), {3: 1, 4: 1})
+    assert s["tv_distance"] == 1.0 and s["histogram"] == {5: 2}

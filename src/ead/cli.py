@@ -96,7 +96,8 @@ def _add_train(sub):
     p.add_argument("--init-from", metavar="RUN",
                    help="start from another run's last checkpoint (weights, EMA, optimizer), e.g. to "
                         "continue on other hardware or with another batch size, or to make an unconditional "
-                        "model conditional (with --condition: the new inputs start at zero); recorded in the card")
+                        "model conditional (with --condition: the new inputs start at zero) or a p(M) model a "
+                        "dummy-atom one (with --size-mode dummy); recorded in the card")
     p.add_argument("--log-every", type=_positive_int, default=50)
     p.add_argument("--val-every", type=_nonneg_int, default=2000, help="0 = no validation loss")
     p.add_argument("--sample-every", type=_nonneg_int, default=0,
@@ -114,6 +115,16 @@ def _add_train(sub):
     p.add_argument("--condition-split", choices=["second", "first", "all"], default="second",
                    help="QM9 molecules a conditional model trains on: EDM's second half of the training "
                         "split (default; the first trains the property predictor) or all")
+    p.add_argument("--size-mode", choices=["prior", "dummy"], default="prior",
+                   help="how the model sizes its molecules: prior (default, EDM) = M drawn from the "
+                        "data's p(M) at sampling; dummy = every molecule is --max-atoms slots and an "
+                        "extra 'absent' type marks the empty ones, so the network chooses the size "
+                        "(method.md §8, docs/dummy-atoms.md)")
+    p.add_argument("--max-atoms", type=_positive_int,
+                   help="dummy mode: slots per molecule (default: the largest molecule in the data)")
+    p.add_argument("--absent-bias", type=_nonneg_int,
+                   help="dummy mode: time steps added to absent atoms' times in training, so they "
+                        "are noisier than the real atoms around them (default: the window C)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run_train)
 
@@ -132,6 +143,7 @@ def _run_train(args) -> int:
                       num_nodes=args.num_nodes, precision=args.precision, threads=args.threads,
                       quiet=args.quiet, keep_checkpoints=args.keep_checkpoints,
                       init_from=args.init_from, condition_split=args.condition_split,
+                      size_mode=args.size_mode, max_atoms=args.max_atoms, absent_bias=args.absent_bias,
                       condition=tuple(c.strip() for c in (args.condition or "").split(",") if c.strip()))
     if args.data != "qm9" and not Path(args.data).exists():
         raise EADError(f"no such file or folder: {args.data}")
@@ -215,7 +227,9 @@ def _add_sample(sub):
                         "default: the model's (the shipped qm9: sde-dpm2m; trained models: ancestral)")
     p.add_argument("--eta", type=_unit_float,
                    help="ancestral: share of the fresh noise per step, 1 = EDM (default), 0 = DDIM")
-    p.add_argument("--num-atoms", type=_positive_int, help="fixed molecule size (default: p(M))")
+    p.add_argument("--num-atoms", type=_positive_int,
+                   help="fixed molecule size (default: p(M)); for a dummy-atom model, the slots per "
+                        "molecule (default: its max_atoms), i.e. the largest size it may generate")
     p.add_argument("--condition", action="append", metavar="NAME=VALUE",
                    help="a conditional model's target property value, e.g. alpha=80 (repeat for "
                         "several); a property not given is drawn per molecule from the training "
@@ -248,7 +262,7 @@ def _run_sample(args) -> int:
     from tqdm import tqdm
 
     from .data.files import MoleculeWriter
-    from .pipeline import EAD, split_result
+    from .pipeline import EAD, drop_empty, split_result
 
     out = Path(args.output)
     if out.suffix.lower() not in (".sdf", ".xyz"):
@@ -272,9 +286,9 @@ def _run_sample(args) -> int:
 
     if args.trajectory and Path(args.trajectory).exists() and not Path(args.trajectory).is_dir():
         raise EADError(f"--trajectory {args.trajectory} exists and is not a folder")
-    types = np.asarray(model.config.atom_types)
+    types = np.asarray(model.config.feature_types)
     t0 = time.time()
-    calls, done = 0, 0
+    calls, done, empty = 0, 0, 0
     bar = tqdm(total=args.num, disable=args.quiet, desc=f"sample ({schedule.name})", unit="mol")
     settings = {**schedule.settings(), "seed": args.seed, "model": str(args.model),
                 **({"precision": model.precision} if model.precision else {})}
@@ -290,13 +304,13 @@ def _run_sample(args) -> int:
                                             batch_size=args.batch_size, num_atoms=args.num_atoms,
                                             on_step=recorder, condition=condition,
                                             size_from=args.size_from, **options):
-            mols = split_result(res, types)
-            targets = res.info.get("condition", {})
+            mols, targets, dropped = drop_empty(split_result(res, types), res.info.get("condition", {}))
+            empty += dropped
             props = [{k: f"{v[i]:.6g}" for k, v in targets.items()} for i in range(len(mols))]
             writer.write(mols, names=[f"ead_{done + i}" for i in range(len(mols))], properties=props)
             done += len(mols)
             calls += res.network_calls
-            bar.update(len(mols))
+            bar.update(len(res.num_atoms))
             if recorder is not None:
                 recorder.end_batch(res)
     bar.close()
@@ -304,6 +318,8 @@ def _run_sample(args) -> int:
     if not args.quiet:
         print(f"wrote {done} molecules to {out} ({schedule.name}, {settings['steps']} steps, "
               f"{calls} network calls, {model.precision or 'fp32'}, {dt:.1f} s, {done / dt:.2f} mol/s)")
+        if model.config.dummy:
+            print(f"{empty} of {args.num} molecules came out with every slot absent and were left out")
     if recorder is not None:
         from .viz.render import write_trajectory_outputs
 
@@ -396,6 +412,9 @@ def _run_info(args) -> int:
               f"{m.get('window')}, T={m.get('timesteps')}, sampler defaults {meta.get('sampler_defaults')}")
         if m.get("context"):
             print(f"    conditioned on: {', '.join(m['context'])} (ead sample --condition NAME=VALUE)")
+        if m.get("size_mode") == "dummy":
+            print(f"    sizes: dummy atoms, {m.get('max_atoms')} slots per molecule, absent atoms' "
+                  f"training times +{m.get('absent_bias')}")
         if meta.get("card"):
             print(f"    training: {_card_summary(meta['card'])}")
     return 0

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import EADError
-from .data.elements import QM9_TYPES
+from .data.elements import ABSENT, QM9_TYPES
+
+SIZE_MODES = ("prior", "dummy")
 
 # name -> (layers, hidden). `paper` is the paper's (and EDM's) QM9 network, 5.3 M parameters.
 PRESETS = {
@@ -51,6 +53,12 @@ class ModelConfig:
     noise_precision: float = 1e-5
     # EAD training window C (method.md §4): per-atom times within ±C of a shared baseline; 0 = EDM
     window: int = 9
+    # molecule size (method.md §8): "prior" draws M from p(M) and generates M atoms (EDM, default);
+    # "dummy" generates max_atoms slots, an extra "absent" type (Z = 0) marks the empty ones, and
+    # absent atoms are dropped after decoding. In training their times are shifted up by absent_bias.
+    size_mode: str = "prior"
+    max_atoms: int = 0
+    absent_bias: int = 0
 
     def __post_init__(self):
         self.atom_types = tuple(int(z) for z in self.atom_types)
@@ -67,6 +75,14 @@ class ModelConfig:
             raise EADError(f"window C must be in [0, T/2], got {self.window}")
         if self.layers < 1 or self.hidden < 1:
             raise EADError("layers and hidden must be positive")
+        if self.size_mode not in SIZE_MODES:
+            raise EADError(f"unknown size mode {self.size_mode!r}; choose from {', '.join(SIZE_MODES)}")
+        if ABSENT in self.atom_types:
+            raise EADError("atom_types lists real elements; the absent type of size_mode 'dummy' is implied")
+        if self.size_mode == "dummy" and self.max_atoms < 1:
+            raise EADError("size_mode 'dummy' needs max_atoms ≥ 1 (the slots per molecule)")
+        if not 0 <= self.absent_bias <= self.timesteps:
+            raise EADError(f"absent_bias must be in [0, T], got {self.absent_bias}")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> "ModelConfig":
@@ -76,8 +92,17 @@ class ModelConfig:
         return cls(preset=preset, layers=layers, hidden=hidden, **overrides)
 
     @property
+    def dummy(self) -> bool:
+        return self.size_mode == "dummy"
+
+    @property
+    def feature_types(self) -> tuple[int, ...]:
+        """The types the network's one-hot encodes: atom_types, then ABSENT in dummy mode."""
+        return self.atom_types + ((ABSENT,) if self.dummy else ())
+
+    @property
     def num_features(self) -> int:
-        return len(self.atom_types) + int(self.include_charges)
+        return len(self.feature_types) + int(self.include_charges)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -21,6 +21,7 @@ import torch
 from . import EADError, __version__
 from .config import ModelConfig, read_model_meta
 from .data.batch import FeatureEncoder
+from .data.elements import ABSENT
 from .data.properties import check_condition, normalise, resolve_targets, sizes_given_targets
 from .diffusion.noise import NoiseSchedule
 from .diffusion.sampler import SampleResult, run_sampler
@@ -114,7 +115,7 @@ class EAD:
         self.device = resolve_device(device)
         self.denoiser = (denoiser or build_denoiser(config)).to(self.device).eval()
         self.noise = NoiseSchedule(config.noise_schedule, config.timesteps, config.noise_precision)
-        self.encoder = FeatureEncoder(config.atom_types, config.include_charges)
+        self.encoder = FeatureEncoder(config.feature_types, config.include_charges)
         self.sampler_defaults = {**DEFAULT_SAMPLER, **(sampler_defaults or {})}
         self.card = card or {}
         # On a GPU the sampling loop replays the denoiser as one captured CUDA graph per batch
@@ -239,6 +240,10 @@ class EAD:
             if len(sizes) != n or int(sizes.min()) < 1:
                 raise EADError("num_atoms must be one positive size or one per molecule")
         targets = resolve_targets(self.config, sizes, condition, gen_cpu)
+        if self.config.dummy:
+            # every molecule gets max_atoms slots (num_atoms, when given, sets the slots instead);
+            # the sizes drawn above only chose the targets of properties left unspecified
+            sizes = sizes if num_atoms is not None else torch.full((n,), self.config.max_atoms)
         gen = torch.Generator(self.device).manual_seed(int(seed))
         for start in range(0, n, batch_size):
             schedule = self.make_schedule(sampler, **options)
@@ -249,7 +254,7 @@ class EAD:
                 context = torch.from_numpy(normalise(self.config, part)).to(self.device)
                 context = context.repeat_interleave(chunk, 0)   # per molecule -> per atom
             res = run_sampler(self._network(), self.noise, schedule, chunk, self.config.num_features,
-                              len(self.config.atom_types), gen, context=context, on_step=on_step)
+                              len(self.config.feature_types), gen, context=context, on_step=on_step)
             if targets is not None:
                 res.info["condition"] = {k: [float(v) for v in part[:, c]] for c, k in enumerate(self.config.context)}
             yield res, {**schedule.settings(), "seed": int(seed), "model_preset": self.config.preset,
@@ -258,13 +263,18 @@ class EAD:
     def sample_arrays(self, n: int, **kwargs) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
         """n molecules as (positions [m,3] Å, atomic_numbers [m]) numpy pairs, and the settings."""
         out, settings, calls, targets = [], {}, 0, {}
-        types = np.asarray(self.config.atom_types)
+        types = np.asarray(self.config.feature_types)
+        empty = 0
         for res, settings in self.sample_batches(n, **kwargs):
-            out.extend(split_result(res, types))
+            mols, chunk_targets, dropped = drop_empty(split_result(res, types), res.info.get("condition", {}))
+            empty += dropped
+            out.extend(mols)
             calls += res.network_calls
-            for k, v in res.info.get("condition", {}).items():
+            for k, v in chunk_targets.items():
                 targets.setdefault(k, []).extend(v)
         settings["network_calls"] = calls
+        if self.config.dummy:
+            settings["empty_dropped"] = empty   # slots all decoded as absent: no molecule
         if targets:
             settings["condition"] = targets   # per molecule: the property values asked for
         return out, settings
@@ -288,11 +298,31 @@ class EAD:
         return mols
 
 
-def split_result(res: SampleResult, atom_types: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def split_result(res: SampleResult, feature_types: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The batch's molecules as (positions, atomic numbers) pairs, one per molecule of the batch.
+    `feature_types` is the model config's: atoms decoded as ABSENT (dummy-atom models) are dropped
+    and the remaining ones re-centred, so a molecule may come out smaller, or empty."""
     pos = res.positions.detach().float().cpu().numpy()
-    z = atom_types[res.atom_index.cpu().numpy()]
+    z = feature_types[res.atom_index.cpu().numpy()]
     bounds = np.concatenate([[0], np.cumsum(res.num_atoms.cpu().numpy())])
-    return [(pos[a:b].astype(np.float64), z[a:b].astype(np.int64)) for a, b in zip(bounds[:-1], bounds[1:])]
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        p, zz = pos[a:b].astype(np.float64), z[a:b].astype(np.int64)
+        real = zz != ABSENT
+        if not real.all():
+            p, zz = p[real], zz[real]
+            p = p - p.mean(0) if len(zz) else p
+        out.append((p, zz))
+    return out
+
+
+def drop_empty(mols: list, targets: dict) -> tuple[list, dict, int]:
+    """`mols` without the empty ones (a dummy-atom model's all-absent slots), the per-molecule
+    `targets` ({property: [value per molecule]}) that go with the rest, and how many were dropped."""
+    keep = [i for i, (_, z) in enumerate(mols) if len(z)]
+    if len(keep) == len(mols):
+        return mols, targets, 0
+    return [mols[i] for i in keep], {k: [v[i] for i in keep] for k, v in targets.items()}, len(mols) - len(keep)
 
 
 def available_models() -> list[str]:

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from . import EADError
-from .config import PRESETS, ModelConfig
+from .config import PRESETS, SIZE_MODES, ModelConfig
 from .data.batch import FeatureEncoder, MoleculeSet, SizeBucketBatches, collate
+from .data.elements import ABSENT
 from .data.properties import context_stats, normalise, property_columns, record_values, size_quantiles
 from .diffusion.noise import NoiseSchedule
 from .diffusion.schedules import TrainingWindow
@@ -73,8 +74,13 @@ class TrainConfig:
     condition_split: str = "second"   # QM9 molecules a conditional model trains on: EDM's "second" half
                                       # of the training split (the "first" trains the property
                                       # predictor), or "all"
+    size_mode: str = "prior"          # "prior": sizes from p(M) (EDM); "dummy": absent-atom slots (method.md §8)
+    max_atoms: int | None = None      # dummy mode: slots per molecule (default: the largest molecule in the data)
+    absent_bias: int | None = None    # dummy mode: absent atoms' time shift in training (default: the window C)
 
-    def model_config(self, data: MoleculeSet, atom_types, dataset: str) -> ModelConfig:
+    def model_config(self, data: MoleculeSet, atom_types, dataset: str, largest: int = 0) -> ModelConfig:
+        """The model's config for training data `data`; `largest` = the largest molecule of every
+        split (the default number of slots of a dummy-atom model)."""
         if self.preset not in PRESETS:
             raise EADError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
         layers, hidden = PRESETS[self.preset]
@@ -88,7 +94,14 @@ class TrainConfig:
                            size_histogram=data.size_histogram(), preset=self.preset,
                            layers=self.layers or layers, hidden=self.hidden or hidden,
                            noise_schedule=self.noise_schedule, timesteps=self.timesteps,
-                           window=self.window, **context)
+                           window=self.window, **context, **self._size_options(data, largest))
+
+    def _size_options(self, data: MoleculeSet, largest: int) -> dict:
+        if self.size_mode != "dummy":
+            return {}
+        slots = self.max_atoms or max(int(data.num_atoms.max()), largest)
+        bias = self.window if self.absent_bias is None else self.absent_bias
+        return dict(size_mode="dummy", max_atoms=slots, absent_bias=bias)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -128,29 +141,42 @@ def load_data(cfg: TrainConfig):
 
 
 CONTEXT_FIELDS = ("context", "context_mean", "context_mad", "context_quantiles")
+SIZE_FIELDS = ("size_mode", "max_atoms", "absent_bias")
 
 
-def _adds_context(saved: ModelConfig, new: ModelConfig) -> bool:
-    """True when `new` is `saved` (unconditional) made conditional: nothing else differs but p(M),
-    which comes from the new run's molecules (EDM's generator half, say)."""
-    if saved.context or not new.context:
-        return False
-    same = {f: getattr(saved, f) for f in CONTEXT_FIELDS + ("size_histogram",)}
-    return dataclasses.replace(new, **same) == saved
+def _init_widening(saved: ModelConfig, new: ModelConfig) -> list[tuple[int, int]] | None:
+    """How an --init-from checkpoint of config `saved` becomes a network of config `new` by new
+    zero input columns: [(position, count), …] in the order to insert them, or None when the two
+    differ in anything else. Two conversions (and both at once): an unconditional model made
+    conditional (context columns appended), and a p(M) model made a dummy-atom one (an absent
+    one-hot column after the real types). p(M) may differ: it comes from the new run's molecules."""
+    keep = ("size_histogram",)
+    if not saved.context and new.context:
+        keep += CONTEXT_FIELDS
+    if not saved.dummy and new.dummy:
+        keep += SIZE_FIELDS
+    if len(keep) == 1 or dataclasses.replace(new, **{f: getattr(saved, f) for f in keep}) != saved:
+        return None
+    widen = []
+    if not saved.dummy and new.dummy:
+        widen.append((len(saved.atom_types), 1))
+    if not saved.context and new.context:
+        widen.append((saved.num_features + 1, len(new.context)))   # after the features and the time
+    return widen
 
 
-def _with_context_inputs(tensors: dict, num_context: int) -> dict:
-    """An unconditional checkpoint's tensors for a conditional network: the input embedding gets
-    `num_context` zero columns (context is the last input feature) and the output projection as many
-    zero rows, in the weights, the EMA and AdamW's moments, so the network starts as the unconditional model and learns to use the context."""
+def _widen_inputs(tensors: dict, at: int, count: int) -> dict:
+    """Checkpoint tensors with `count` zero input columns inserted at input position `at`: in the
+    input embedding's columns and the output projection's rows (it mirrors the inputs), in the
+    weights, the EMA and AdamW's moments. The widened network computes what the old one did as long
+    as the new inputs are zero, and learns to use them."""
     out = dict(tensors)
     for key, v in tensors.items():
         name = key.split(".", 1)[1]
         if name.startswith("egnn.embedding.weight") and v.dim() == 2:
-            out[key] = torch.cat([v, v.new_zeros(v.shape[0], num_context)], 1)
+            out[key] = torch.cat([v[:, :at], v.new_zeros(v.shape[0], count), v[:, at:]], 1)
         elif name.startswith(("egnn.embedding_out.weight", "egnn.embedding_out.bias")) and v.dim() >= 1:
-            # the output projection mirrors the inputs; its context rows are never read
-            out[key] = torch.cat([v, v.new_zeros((num_context,) + v.shape[1:])], 0)
+            out[key] = torch.cat([v[:at], v.new_zeros((count,) + v.shape[1:]), v[at:]], 0)
     return out
 
 
@@ -229,7 +255,10 @@ def _step_generator(device, seed: int, step: int, rank: int) -> torch.Generator:
 def diffusion_loss(model, noise: NoiseSchedule, window: TrainingWindow, batch, gen) -> torch.Tensor:
     """Algorithm 1: per-atom times, ε-prediction, mean over atoms and channels (EDM's l2)."""
     B = batch.num_molecules
-    t = window.sample(batch.mol, B, gen)
+    absent = None
+    if window.absent_bias and batch.atomic_numbers is not None:
+        absent = batch.atomic_numbers == ABSENT
+    t = window.sample(batch.mol, B, gen, absent)
     z_x, z_h, eps_x, eps_h = noise.add_noise(batch.x, batch.h, t, batch.mol, B, gen)
     pred_x, pred_h = model(z_x, z_h, t.to(z_x.dtype) / noise.timesteps, batch.mol, B,
                            batch.edge_index, batch.context)
@@ -360,14 +389,19 @@ def train(cfg: TrainConfig) -> dict:
     fabric.launch()
     rank, world = fabric.global_rank, fabric.world_size
     train_set, valid_set, types, dataset = load_data(cfg)
-    model_cfg = cfg.model_config(train_set, types, dataset)
+    model_cfg = cfg.model_config(train_set, types, dataset, largest=int(valid_set.num_atoms.max()))
+    if model_cfg.dummy:   # every molecule becomes max_atoms slots; p(M) stays the real sizes'
+        train_set = train_set.with_absent(model_cfg.max_atoms)
+        valid_set = valid_set.with_absent(model_cfg.max_atoms)
     for meta, where, hint in ((resumed_meta, run_dir, "use a new --run-dir"),
                               (init_meta, cfg.init_from, "give the same preset, window and data")):
         if meta is None:
             continue
         saved = ModelConfig.from_dict(meta["model_config"])
-        if meta is init_meta and _adds_context(saved, model_cfg):
-            tensors = _with_context_inputs(tensors, len(model_cfg.context))
+        widen = _init_widening(saved, model_cfg) if meta is init_meta else None
+        if widen is not None:
+            for at, count in widen:
+                tensors = _widen_inputs(tensors, at, count)
             continue
         if saved != model_cfg:
             diff = [f.name for f in dataclasses.fields(ModelConfig)
@@ -402,10 +436,10 @@ def train(cfg: TrainConfig) -> dict:
     ema = {k: v.to(device) for k, v in ema.items()}
     gradnorms.to(device)
 
-    encoder = FeatureEncoder(model_cfg.atom_types, model_cfg.include_charges)
+    encoder = FeatureEncoder(model_cfg.feature_types, model_cfg.include_charges)
     train_context = context_array(train_set, model_cfg)
     noise = NoiseSchedule(model_cfg.noise_schedule, model_cfg.timesteps, model_cfg.noise_precision)
-    window = TrainingWindow(model_cfg.timesteps, model_cfg.window)
+    window = TrainingWindow(model_cfg.timesteps, model_cfg.window, model_cfg.absent_bias)
     order = SizeBucketBatches(train_set.num_atoms, cfg.batch_size, cfg.seed, cfg.bucket, rank, world)
     steps_per_epoch = len(order)
     if steps_per_epoch == 0:
@@ -521,7 +555,7 @@ def train(cfg: TrainConfig) -> dict:
 def validation_loss(model: EAD, valid: MoleculeSet, n: int, seed: int, batch_size: int = 128) -> float:
     """Loss of Algorithm 1 on a fixed subset with fixed times and noise (comparable across steps)."""
     noise, net = model.noise, model.denoiser
-    window = TrainingWindow(model.config.timesteps, model.config.window)
+    window = TrainingWindow(model.config.timesteps, model.config.window, model.config.absent_bias)
     idx = np.arange(min(n, len(valid)))
     context = context_array(valid, model.config)
     total, count = 0.0, 0
@@ -618,6 +652,14 @@ def _check(cfg: TrainConfig) -> None:
         raise EADError(f"condition split must be first, second or all, got {cfg.condition_split!r}")
     if len(set(cfg.condition)) != len(cfg.condition):
         raise EADError("a property is named twice in --condition")
+    if cfg.size_mode not in SIZE_MODES:
+        raise EADError(f"unknown size mode {cfg.size_mode!r}; choose from {', '.join(SIZE_MODES)}")
+    if cfg.size_mode != "dummy" and (cfg.max_atoms is not None or cfg.absent_bias is not None):
+        raise EADError("--max-atoms and --absent-bias belong to --size-mode dummy")
+    if cfg.max_atoms is not None and cfg.max_atoms < 1:
+        raise EADError("--max-atoms must be ≥ 1")
+    if cfg.absent_bias is not None and not 0 <= cfg.absent_bias <= cfg.timesteps:
+        raise EADError(f"--absent-bias must be in [0, T = {cfg.timesteps}]")
 
 
 class _CsvLog:

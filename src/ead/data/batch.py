@@ -73,6 +73,28 @@ class MoleculeSet:
         return MoleculeSet(self.positions[keep], self.atomic_numbers[keep], offsets,
                            self.properties, self.property_names, self.ids)
 
+    def with_absent(self, max_atoms: int) -> "MoleculeSet":
+        """Every molecule padded to `max_atoms` atoms with absent atoms (Z = ABSENT) placed at its
+        centroid, so that centring the padded molecule leaves the real atoms where centring them
+        alone would (method.md §8, dummy-atom mode). Real atoms keep their order, absent ones follow."""
+        from .elements import ABSENT
+
+        sizes = self.num_atoms
+        if len(sizes) and int(sizes.max()) > max_atoms:
+            m = int(np.argmax(sizes))
+            raise EADError(f"molecule {m} has {int(sizes[m])} atoms, more than the model's {max_atoms} slots")
+        mol = np.repeat(np.arange(len(self)), sizes)
+        centroid = np.zeros((len(self), 3), dtype=np.float64)
+        np.add.at(centroid, mol, self.positions.astype(np.float64))
+        centroid /= np.maximum(sizes, 1)[:, None]
+        offsets = np.arange(len(self) + 1, dtype=np.int64) * max_atoms
+        slot = offsets[mol] + (np.arange(len(mol)) - self.offsets[mol])     # real atom → its slot
+        positions = np.repeat(centroid.astype(np.float32), max_atoms, axis=0)
+        positions[slot] = self.positions
+        numbers = np.full(len(self) * max_atoms, ABSENT, dtype=self.atomic_numbers.dtype)
+        numbers[slot] = self.atomic_numbers
+        return MoleculeSet(positions, numbers, offsets, self.properties, self.property_names, self.ids)
+
     @classmethod
     def from_list(cls, molecules, ids=None) -> "MoleculeSet":
         """From a list of (positions [n,3], atomic_numbers [n]) pairs."""

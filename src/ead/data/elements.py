@@ -23,6 +23,9 @@ ALLOWED_VALENCES: dict[int, tuple[int, ...]] = {
 
 QM9_TYPES = (1, 6, 7, 8, 9)  # H C N O F
 QM9_NO_H_TYPES = (6, 7, 8, 9)
+# The "absent" atom type of dummy-atom models (method.md §8): a slot with no atom. Its one-hot slot
+# follows the real types; its charge feature is 0.
+ABSENT = 0
 GEOM_TYPES = (1, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 33, 35, 53, 80, 83)
 
 # EDM's normalize_factors = [1, 4, 10]: coordinates unscaled, one-hot / 4, atomic number / 10.
@@ -31,6 +34,9 @@ CHARGE_SCALE = 0.1
 
 
 def symbol(z: int) -> str:
+    """Element symbol; "*" for ABSENT (RDKit's dummy atom), "Z<n>" outside the table."""
+    if z == ABSENT:
+        return "*"
     return SYMBOLS[z] if 0 < z < len(SYMBOLS) else f"Z{z}"
 
 

@@ -25,21 +25,30 @@ from .updates import UpdateRule, make_update
 class TrainingWindow:
     """t* ~ U{0..T} per molecule, δ_i ~ U{−C..C} per atom, t_i = clip(t* + δ_i, 0, T).
 
-    So |t_i − t_j| ≤ 2C inside a molecule; C = 0 gives every atom the molecule's t*: EDM."""
+    So |t_i − t_j| ≤ 2C inside a molecule; C = 0 gives every atom the molecule's t*: EDM.
+    Dummy-atom models (method.md §8): an absent atom's time is shifted up by `absent_bias` before
+    the clip, t_i = clip(t* + δ_i + b, 0, T) [ours: the bias is a constant; no extra draws, so a
+    model without absent atoms sees the same times as before]."""
 
-    def __init__(self, timesteps: int, window: int):
+    def __init__(self, timesteps: int, window: int, absent_bias: int = 0):
         if window < 0:
             raise EADError("window C must be ≥ 0")
-        self.timesteps, self.window = timesteps, window
+        if not 0 <= absent_bias <= timesteps:
+            raise EADError("absent_bias must be in [0, T]")
+        self.timesteps, self.window, self.absent_bias = timesteps, window, int(absent_bias)
 
-    def sample(self, mol: torch.Tensor, num_molecules: int, generator: torch.Generator | None = None):
+    def sample(self, mol: torch.Tensor, num_molecules: int, generator: torch.Generator | None = None,
+               absent: torch.Tensor | None = None):
+        """Per-atom times; `absent` ([N] bool, dummy-atom models) marks the atoms to shift."""
         device = mol.device
         baseline = torch.randint(0, self.timesteps + 1, (num_molecules,), generator=generator, device=device)
         t = baseline[mol]
         if self.window:
             delta = torch.randint(-self.window, self.window + 1, mol.shape, generator=generator, device=device)
-            t = (t + delta).clamp(0, self.timesteps)
-        return t
+            t = t + delta
+        if self.absent_bias and absent is not None:
+            t = t + self.absent_bias * absent.long()
+        return t.clamp(0, self.timesteps) if self.window or self.absent_bias else t
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ CPK = {
     1: "#FFFFFF", 5: "#FFB5B5", 6: "#909090", 7: "#3050F8", 8: "#FF0D0D", 9: "#90E050",
     13: "#BFA6A6", 14: "#F0C8A0", 15: "#FF8000", 16: "#FFFF30", 17: "#1FF01F", 33: "#BD80E3",
     35: "#A62929", 53: "#940094", 80: "#B8B8D0", 83: "#9E4FB5",
+    0: "#E6E6FA",   # ABSENT: a dummy-atom model's empty slot, faint on purpose (trajectories)
 }
 UNKNOWN_COLOR = "#FF1493"  # loud on purpose: an element outside the table should be noticed
 
 COVALENT_RADIUS = {
     1: 0.31, 5: 0.84, 6: 0.76, 7: 0.71, 8: 0.66, 9: 0.57, 13: 1.21, 14: 1.11, 15: 1.07,
     16: 1.05, 17: 1.02, 33: 1.19, 35: 1.20, 53: 1.39, 80: 1.32, 83: 1.48,
+    0: 0.25,        # ABSENT
 }
 
 

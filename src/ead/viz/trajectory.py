@@ -91,9 +91,11 @@ class TrajectoryRecorder:
                   settings: dict | None = None) -> "TrajectoryRecorder":
         """A recorder sized for `model`: at most the largest molecule its size prior can draw
         (or `num_atoms` when the size is fixed) is kept per molecule."""
-        hist = model.config.size_histogram
-        cap = int(num_atoms) if num_atoms else (max(hist) if hist else None)
-        return cls(molecules, model.config.atom_types, model.config.timesteps, cap, positions, settings)
+        cfg = model.config
+        hist = cfg.size_histogram
+        largest = cfg.max_atoms if cfg.dummy else (max(hist) if hist else None)   # dummy: every slot
+        cap = int(num_atoms) if num_atoms else largest
+        return cls(molecules, cfg.feature_types, cfg.timesteps, cap, positions, settings)
 
     @property
     def done(self) -> bool:
