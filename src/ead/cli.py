@@ -74,7 +74,9 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train EAD (or EDM with --window 0) on QM9 or your molecules",
                        description="Train EAD with Algorithm 1 (per-atom times within ±C). Resumes "
                        "automatically from the last checkpoint in --run-dir.")
-    p.add_argument("--data", default="qm9", help="'qm9' (default) or an SDF/XYZ file or folder")
+    p.add_argument("--data", default="qm9",
+                   help="'qm9' (default), an SDF/XYZ file or folder, or EDM's processed GEOM-Drugs array "
+                        "geom_drugs_30.npy (its geom_permutation.npy beside it gives EDM's split)")
     p.add_argument("--run-dir", default="runs/ead", help="checkpoints, logs and the exported model")
     p.add_argument("--remove-h", action="store_true", help="train without hydrogens")
     p.add_argument("--preset", default="small", choices=list(PRESETS), help="network size (default small)")
@@ -115,6 +117,9 @@ def _add_train(sub):
     p.add_argument("--condition-split", choices=["second", "first", "all"], default="second",
                    help="QM9 molecules a conditional model trains on: EDM's second half of the training "
                         "split (default; the first trains the property predictor) or all")
+    p.add_argument("--charges", choices=["on", "off"],
+                   help="the atomic-number input feature Z/10 (EDM's include_charges); default: on for "
+                        "QM9 and your files, off for GEOM-Drugs, as EDM trains them")
     p.add_argument("--size-mode", choices=["prior", "dummy"], default="prior",
                    help="how the model sizes its molecules: prior (default, EDM) = M drawn from the "
                         "data's p(M) at sampling; dummy = every molecule is --max-atoms slots and an "
@@ -144,6 +149,7 @@ def _run_train(args) -> int:
                       quiet=args.quiet, keep_checkpoints=args.keep_checkpoints,
                       init_from=args.init_from, condition_split=args.condition_split,
                       size_mode=args.size_mode, max_atoms=args.max_atoms, absent_bias=args.absent_bias,
+                      include_charges=None if args.charges is None else args.charges == "on",
                       condition=tuple(c.strip() for c in (args.condition or "").split(",") if c.strip()))
     if args.data != "qm9" and not Path(args.data).exists():
         raise EADError(f"no such file or folder: {args.data}")

@@ -15,9 +15,11 @@ from .data.elements import ABSENT, QM9_TYPES
 
 SIZE_MODES = ("prior", "dummy")
 
-# name -> (layers, hidden). `paper` is the paper's (and EDM's) QM9 network, 5.3 M parameters.
+# name -> (layers, hidden). `paper` is the paper's (and EDM's) QM9 network, 5.3 M parameters;
+# `geom` is EDM's GEOM-Drugs network (4 layers × 256).
 PRESETS = {
     "paper": (9, 256),
+    "geom": (4, 256),
     "medium": (6, 192),
     "small": (6, 128),
     "tiny": (3, 64),

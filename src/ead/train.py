@@ -37,7 +37,7 @@ from .pipeline import EAD, build_denoiser, write_atomic
 @dataclass
 class TrainConfig:
     run_dir: str = "runs/ead"
-    data: str = "qm9"                 # "qm9", or a path to an SDF / XYZ file or folder
+    data: str = "qm9"                 # "qm9", a path to an SDF / XYZ file or folder, or EDM's GEOM .npy
     remove_h: bool = False
     preset: str = "small"
     layers: int | None = None
@@ -74,6 +74,8 @@ class TrainConfig:
     condition_split: str = "second"   # QM9 molecules a conditional model trains on: EDM's "second" half
                                       # of the training split (the "first" trains the property
                                       # predictor), or "all"
+    include_charges: bool | None = None  # the atomic-number feature Z/10; None = the dataset's EDM choice
+                                      # (QM9 and user files: on; GEOM-Drugs: off, as EDM trains it)
     size_mode: str = "prior"          # "prior": sizes from p(M) (EDM); "dummy": absent-atom slots (method.md §8)
     max_atoms: int | None = None      # dummy mode: slots per molecule (default: the largest molecule in the data)
     absent_bias: int | None = None    # dummy mode: absent atoms' time shift in training (default: the window C)
@@ -90,7 +92,9 @@ class TrainConfig:
             mean, mad = context_stats(values)
             context = dict(context=tuple(self.condition), context_mean=mean, context_mad=mad,
                            context_quantiles=size_quantiles(data.num_atoms, values))
+        charges = self.include_charges if self.include_charges is not None else not is_geom_file(self.data)
         return ModelConfig(dataset=dataset, atom_types=tuple(atom_types), remove_h=self.remove_h,
+                           include_charges=charges,
                            size_histogram=data.size_histogram(), preset=self.preset,
                            layers=self.layers or layers, hidden=self.hidden or hidden,
                            noise_schedule=self.noise_schedule, timesteps=self.timesteps,
@@ -116,6 +120,20 @@ def load_data(cfg: TrainConfig):
         valid = qm9_split("valid", cfg.remove_h)
         types = QM9_NO_H_TYPES if cfg.remove_h else QM9_TYPES
         name = "qm9"
+    elif is_geom_file(cfg.data):
+        from .data.elements import GEOM_TYPES
+        from .data.geom import load_geom
+
+        if cfg.condition:
+            raise EADError("conditioning on GEOM-Drugs is not supported (EDM's GEOM files carry no properties)")
+        train, split = load_geom(cfg.data, "train", verbose=not cfg.quiet)
+        valid, _ = load_geom(cfg.data, "valid")
+        if cfg.remove_h:
+            train, valid = train.without_hydrogens(), valid.without_hydrogens()
+        types = GEOM_TYPES
+        train.validate(types)
+        valid.validate(types)
+        name = "geom-drugs" if split == "edm" else f"geom-drugs-{split}"
     else:
         from .data.files import read_molecules
 
@@ -138,6 +156,11 @@ def load_data(cfg: TrainConfig):
     if len(train) < cfg.batch_size:
         cfg.batch_size = len(train)
     return train, valid, types, name
+
+
+def is_geom_file(data: str) -> bool:
+    """EDM's processed GEOM-Drugs array (data/geom.py) rather than an SDF/XYZ file or folder."""
+    return str(data).lower().endswith(".npy")
 
 
 CONTEXT_FIELDS = ("context", "context_mean", "context_mad", "context_quantiles")
