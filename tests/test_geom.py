@@ -92,3 +92,15 @@ def test_training_on_a_geom_file_uses_edm_geom_settings(tmp_path, qm9_train, cap
     assert EAD.from_pretrained(tmp_path / "r2" / "model").config.include_charges
     assert main(["train", "--data", str(tmp_path / "missing.npy"), "--run-dir", str(tmp_path / "r3")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_geom_file_is_a_novelty_reference(tmp_path, qm9_train, monkeypatch):
+    from ead.metrics.evaluate import evaluate_molecules
+
+    monkeypatch.setenv("EAD_CACHE", str(tmp_path / "cache"))
+    path, _ = _write_edm_geom(tmp_path, [qm9_train.molecule(i) for i in range(30)])
+    train_set, _ = load_geom(path, "train")
+    valid_set, _ = load_geom(path, "valid")
+    assert evaluate_molecules(train_set, reference=str(path))["novelty"] == 0.0
+    r = evaluate_molecules(valid_set, reference=str(path))
+    assert r["novelty"] == 1.0 and r["reference"] == str(path.resolve())

@@ -56,6 +56,29 @@ def test_novelty_against_training_split(files, capsys):
     assert r["reference"] == "qm9" and r["novelty"] == 0.0  # these are training molecules
 
 
+def test_your_own_training_molecules_as_the_reference(files, tmp_path, monkeypatch, capsys):
+    """--reference PATH: novelty and distribution distances against a user's training file,
+    computed once and cached under a key that changes with the file."""
+    monkeypatch.setenv("EAD_CACHE", str(tmp_path / "cache"))
+    root, mols = files
+    ref = tmp_path / "train.xyz"
+    write_xyz(ref, mols[40:])                          # the XYZ file's molecules are "training"
+    r = _json(capsys, [str(root / "b.xyz"), "--reference", str(ref), "--distribution"])
+    assert r["novelty"] == 0.0 and r["reference"] == str(ref.resolve())
+    assert r["distribution"]["atom_type_tv"] == pytest.approx(0.0, abs=1e-12)
+    r = _json(capsys, [str(root / "a.sdf"), "--reference", str(ref)])
+    assert r["novelty"] > 0.9                          # other QM9 molecules: nearly all new to it
+    assert len(list((tmp_path / "cache").glob("ref-*_train_smiles_v*.json"))) == 1
+    write_xyz(ref, mols[:40])                          # the file changes: a new cache entry
+    r = _json(capsys, [str(root / "a.sdf"), "--reference", str(ref)])
+    assert r["novelty"] == 0.0
+    assert len(list((tmp_path / "cache").glob("ref-*_train_smiles_v*.json"))) == 2
+    assert main(["evaluate", str(root / "a.sdf"), "--limit", "3", "--reference", str(ref)]) == 0
+    assert f"molecules of {ref.resolve()}" in capsys.readouterr().out
+    assert main(["evaluate", str(root / "a.sdf"), "--reference", str(tmp_path / "nothing.sdf")]) == 2
+    assert "unknown reference" in capsys.readouterr().err
+
+
 def test_sdf_bonds_are_ignored(tmp_path, capsys):
     # methane written with no bonds at all and ethane with a bogus triple bond: the protocol infers
     # its own bonds from the coordinates, so both come out stable and valid

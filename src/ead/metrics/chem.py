@@ -25,7 +25,6 @@ from .bonds import bond_matrix
 from .stability import BondGraph, infer_bonds
 
 _BOND_TYPES = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
-REFERENCES = ("qm9", "none")
 SMILES_CACHE_FORMAT = 1
 
 
@@ -149,15 +148,27 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
 
 def reference_smiles_path(reference: str = "qm9") -> Path:
     from ..data.qm9 import cache_dir
+    from .reference import reference_key
 
-    return cache_dir() / f"{reference}_train_smiles_v{SMILES_CACHE_FORMAT}.json"
+    return cache_dir() / f"{reference_key(reference)}_train_smiles_v{SMILES_CACHE_FORMAT}.json"
+
+
+def reference_smiles(reference: str = "qm9", verbose: bool = False) -> frozenset[str]:
+    """Canonical SMILES of the training molecules' valid ones (evaluation.md §4.4): "qm9" or the
+    path of a user's training molecules (`metrics.reference`)."""
+    from .reference import reference_key, resolve_reference
+
+    reference = resolve_reference(reference)
+    if reference is None:
+        raise EADError("novelty needs a reference: 'qm9' or a path")
+    return _reference_smiles(reference, reference_key(reference), verbose)
 
 
 @lru_cache(maxsize=2)
-def reference_smiles(reference: str = "qm9", verbose: bool = False) -> frozenset[str]:
-    """Canonical SMILES of the training split's valid molecules (evaluation.md §4.4)."""
-    if reference != "qm9":
-        raise EADError(f"unknown reference {reference!r}; choose from {list(REFERENCES)}")
+def _reference_smiles(reference: str, key: str, verbose: bool) -> frozenset[str]:
+    # `key` changes with the reference's files: a rewritten file is not served from memory
+    from .reference import describe, reference_molecules
+
     path = reference_smiles_path(reference)
     fingerprint = _protocol_fingerprint()
     if path.exists():
@@ -167,14 +178,15 @@ def reference_smiles(reference: str = "qm9", verbose: bool = False) -> frozenset
                 return frozenset(payload["smiles"])
         except (OSError, ValueError, KeyError):
             pass  # unreadable or foreign: rebuilt below and replaced atomically
-    from ..data.qm9 import qm9_split
-
     if verbose:
-        print(f"computing the QM9 training SMILES once into {path} (about 20 s)", file=sys.stderr)
-    train = qm9_split("train", verbose=verbose)
-    smiles, _ = protocol_smiles(train)
+        print(f"computing the SMILES of the {describe(reference)} once into {path}"
+              + (" (about 20 s)" if reference == "qm9" else ""), file=sys.stderr)
+    smiles, _ = protocol_smiles(reference_molecules(reference, verbose))
     unique = sorted({s for s in smiles if s is not None})
     _write_json_atomic(path, {"format": SMILES_CACHE_FORMAT, "fingerprint": fingerprint,
-                              "reference": "qm9 train split (EDM), protocol SMILES",
+                              "reference": f"{describe(reference)}, protocol SMILES",
                               "smiles": unique})
     return frozenset(unique)
+
+
+reference_smiles.cache_clear = _reference_smiles.cache_clear

@@ -141,8 +141,9 @@ def _fingerprint() -> str:
 
 def reference_geometry_path(reference: str = "qm9") -> Path:
     from ..data.qm9 import cache_dir
+    from .reference import reference_key
 
-    return cache_dir() / f"{reference}_train_geometry_v{GEOMETRY_CACHE_FORMAT}.npz"
+    return cache_dir() / f"{reference_key(reference)}_train_geometry_v{GEOMETRY_CACHE_FORMAT}.npz"
 
 
 def _save_reference(path: Path, ref: ReferenceGeometry) -> None:
@@ -175,20 +176,28 @@ def _load_reference(path: Path) -> ReferenceGeometry | None:
         return None  # missing, truncated or foreign: rebuilt by the caller
 
 
-@lru_cache(maxsize=2)
 def reference_geometry(reference: str = "qm9", verbose: bool = False) -> ReferenceGeometry:
-    """Histograms of the QM9 training split's geometry, from the cache or computed once."""
-    if reference != "qm9":
-        raise EADError(f"distribution distances need the 'qm9' reference, got {reference!r}")
+    """Histograms of the training molecules' geometry (QM9's training split, or the molecules of a
+    user's reference path), from the cache or computed once."""
+    from .reference import reference_key, resolve_reference
+
+    reference = resolve_reference(reference)
+    if reference is None:
+        raise EADError("distribution distances need a reference: 'qm9' or a path")
+    return _reference_geometry(reference, reference_key(reference), verbose)
+
+
+@lru_cache(maxsize=2)
+def _reference_geometry(reference: str, key: str, verbose: bool) -> ReferenceGeometry:
+    from .reference import describe, reference_molecules
+
     path = reference_geometry_path(reference)
     ref = _load_reference(path) if path.exists() else None
     if ref is not None:
         return ref
-    from ..data.qm9 import qm9_split
-
     if verbose:
-        print(f"computing the QM9 training geometry once into {path}", file=sys.stderr)
-    geo = geometry(qm9_split("train", verbose=verbose))
+        print(f"computing the geometry of the {describe(reference)} once into {path}", file=sys.stderr)
+    geo = geometry(reference_molecules(reference, verbose))
     ref = ReferenceGeometry(
         geo.element_counts,
         {k: _histogram(v, LENGTH_BIN, LENGTH_MAX) for k, v in geo.bond_lengths.items()},

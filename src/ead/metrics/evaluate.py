@@ -23,11 +23,9 @@ DEFAULT_ENERGY_SAMPLES = 100
 
 
 def _reference_name(reference) -> str | None:
-    if reference is None or reference == "none":
-        return None
-    if reference != "qm9":
-        raise EADError(f"unknown reference {reference!r}; choose 'qm9' or 'none'")
-    return reference
+    from .reference import resolve_reference
+
+    return resolve_reference(reference)
 
 
 def evaluate_molecules(molecules, reference: str | None = "qm9", checks=("protocol",),
@@ -37,7 +35,8 @@ def evaluate_molecules(molecules, reference: str | None = "qm9", checks=("protoc
     numbers [n]).
 
     reference: "qm9" (novelty against the QM9 training split, and the reference of the
-    distribution distances) or None / "none" (novelty is None). checks: any of CHECKS; the
+    distribution distances), the path of your training molecules (SDF/XYZ file or folder, or EDM's
+    GEOM .npy), or None / "none" (novelty is None). checks: any of CHECKS; the
     protocol metrics are always included. Rates are fractions in [0, 1]; novelty and uniqueness
     are None / 0 when no molecule is valid. The novelty reference is computed once (about ten
     seconds) and then read from the data cache.
@@ -48,7 +47,7 @@ def evaluate_molecules(molecules, reference: str | None = "qm9", checks=("protoc
     if unknown:
         raise EADError(f"unknown check {unknown[0]!r}; choose from {list(CHECKS)}")
     if "distribution" in checks and ref is None:
-        raise EADError("distribution distances need a reference (reference='qm9')")
+        raise EADError("distribution distances need a reference (reference='qm9' or a path)")
     mols = as_molecule_set(molecules)
     graph = infer_bonds(mols)
     stab = stability(mols, graph)
@@ -92,8 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SDF/MOL/XYZ files (optionally .gz) or folders of them; bonds in "
                         "SDF files are ignored, the protocol infers them from distances")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--reference", choices=["qm9", "none"], default="qm9",
-                        help="training set for novelty and distribution distances (default qm9)")
+    parser.add_argument("--reference", default="qm9", metavar="qm9|none|PATH",
+                        help="training set for novelty and distribution distances: qm9 (default, "
+                        "EDM's training split), none, or your training molecules (SDF/XYZ file or "
+                        "folder, or EDM's GEOM .npy: its training split); computed once, then cached")
     parser.add_argument("--limit", type=_count, metavar="N",
                         help="evaluate only the first N molecules read")
     parser.add_argument("--posebusters", action="store_true",
@@ -127,7 +128,9 @@ def _pct(x) -> str:
 
 
 def _table(r: dict, sources: str) -> str:
-    ref = "QM9 train split" if r["reference"] == "qm9" else "no reference"
+    from .reference import describe
+
+    ref = describe(None if r["reference"] == "none" else r["reference"])
     lines = [
         f"{r['num_molecules']} molecules ({r['num_atoms']} atoms) from {sources}",
         "",
