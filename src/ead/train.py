@@ -128,9 +128,10 @@ def load_data(cfg: TrainConfig):
             raise EADError("conditioning on GEOM-Drugs is not supported (EDM's GEOM files carry no properties)")
         train, split = load_geom(cfg.data, "train", verbose=not cfg.quiet)
         valid, _ = load_geom(cfg.data, "valid")
+        types = GEOM_TYPES
         if cfg.remove_h:
             train, valid = train.without_hydrogens(), valid.without_hydrogens()
-        types = GEOM_TYPES
+            types = tuple(z for z in GEOM_TYPES if z != 1)
         train.validate(types)
         valid.validate(types)
         name = "geom-drugs" if split == "edm" else f"geom-drugs-{split}"
