@@ -176,7 +176,7 @@ def test_tab_completion_script_completes_verbs_options_and_choices(tmp_path):
     assert "--sampler" in complete("sample", "--sam") and "--steps" not in complete("sample", "--sam")
     assert complete("sample", "--sampler", "ad") == ["adaptive"]
     assert "--init-from" in complete("train", "--in")
-    assert complete("train", "--preset", "") == ["paper", "medium", "small", "tiny", "micro"]
+    assert complete("train", "--preset", "") == ["paper", "geom", "medium", "small", "tiny", "micro"]
     assert complete("completion", "") == ["bash", "zsh"]
 
 
