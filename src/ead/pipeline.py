@@ -305,6 +305,8 @@ def split_result(res: SampleResult, feature_types: np.ndarray) -> list[tuple[np.
     pos = res.positions.detach().float().cpu().numpy()
     z = feature_types[res.atom_index.cpu().numpy()]
     bounds = np.concatenate([[0], np.cumsum(res.num_atoms.cpu().numpy())])
+    if not (z == ABSENT).any():   # p(M) models, and dummy batches with every slot filled
+        return [(pos[a:b].astype(np.float64), z[a:b].astype(np.int64)) for a, b in zip(bounds[:-1], bounds[1:])]
     out = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         p, zz = pos[a:b].astype(np.float64), z[a:b].astype(np.int64)

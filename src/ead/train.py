@@ -122,12 +122,12 @@ def load_data(cfg: TrainConfig):
         name = "qm9"
     elif is_geom_file(cfg.data):
         from .data.elements import GEOM_TYPES
-        from .data.geom import load_geom
+        from .data.geom import load_geom_splits
 
         if cfg.condition:
             raise EADError("conditioning on GEOM-Drugs is not supported (EDM's GEOM files carry no properties)")
-        train, split = load_geom(cfg.data, "train", verbose=not cfg.quiet)
-        valid, _ = load_geom(cfg.data, "valid")
+        sets, split = load_geom_splits(cfg.data, ("train", "valid"), verbose=not cfg.quiet)
+        train, valid = sets["train"], sets["valid"]
         types = GEOM_TYPES
         if cfg.remove_h:
             train, valid = train.without_hydrogens(), valid.without_hydrogens()

@@ -67,8 +67,16 @@ def load_geom(path: str | Path, split: str = "train", filter_size: int | None = 
               verbose: bool = False) -> tuple[MoleculeSet, str]:
     """One split of EDM's processed GEOM-Drugs as a MoleculeSet (ids = conformer ids), and the
     name of the split used: "edm" (its permutation file) or "seed0" (none found)."""
-    if split not in SPLITS:
-        raise EADError(f"unknown GEOM split {split!r}; choose from {', '.join(SPLITS)}")
+    sets, split_name = load_geom_splits(path, (split,), filter_size, verbose)
+    return sets[split], split_name
+
+
+def load_geom_splits(path: str | Path, splits=("train", "valid"), filter_size: int | None = None,
+                     verbose: bool = False) -> tuple[dict[str, MoleculeSet], str]:
+    """Several splits at once: the id column, the offsets and the permutation are read once."""
+    bad = [s for s in splits if s not in SPLITS]
+    if bad:
+        raise EADError(f"unknown GEOM split {bad[0]!r}; choose from {', '.join(SPLITS)}")
     path = Path(path)
     data = _open(path)
     ids = np.asarray(data[:, 0]).astype(np.int64)
@@ -89,7 +97,19 @@ def load_geom(path: str | Path, split: str = "train", filter_size: int | None = 
         if verbose:
             print(f"warning: no {PERMUTATION_FILE} beside {path.name}: splitting with a seeded permutation, "
                   "which is not EDM's split", file=sys.stderr)
-    chosen = np.sort(kept[split_conformers(len(kept), perm)[split]])   # file order: one sequential pass
+    parts = split_conformers(len(kept), perm)
+    out = {}
+    for split in splits:
+        chosen = np.sort(kept[parts[split]])   # file order: one sequential pass
+        out[split] = _read_conformers(path, data, offsets, sizes, chosen)
+        out[split].ids = ids[offsets[chosen]]
+        if verbose:
+            print(f"GEOM {split}: {len(chosen):,} conformers, {len(out[split].atomic_numbers):,} atoms "
+                  f"({split_name} split)", file=sys.stderr)
+    return out, split_name
+
+
+def _read_conformers(path, data, offsets, sizes, chosen) -> MoleculeSet:
     counts = sizes[chosen]
     mol_offsets = np.zeros(len(chosen) + 1, dtype=np.int64)
     np.cumsum(counts, out=mol_offsets[1:])
@@ -105,7 +125,4 @@ def load_geom(path: str | Path, split: str = "train", filter_size: int | None = 
         if not np.array_equal(z, np.round(z)) or z.min() < 1 or z.max() > 118:
             raise EADError(f"{path}: column 1 must hold atomic numbers (1–118)")
         numbers[lo:hi] = z.astype(np.int16)
-    if verbose:
-        print(f"GEOM {split}: {len(chosen):,} conformers, {len(numbers):,} atoms ({split_name} split)",
-              file=sys.stderr)
-    return MoleculeSet(positions, numbers, mol_offsets, ids=ids[offsets[chosen]]), split_name
+    return MoleculeSet(positions, numbers, mol_offsets)
