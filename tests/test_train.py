@@ -230,3 +230,18 @@ def test_run_clock_turns_sigterm_into_a_stop_request_and_counts_earlier_time():
     finally:
         clock.restore()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_bf16_training_warns_only_on_a_cpu_without_amx(monkeypatch):
+    import torch
+
+    from ead import train as train_mod
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for amx in (True, False):
+        monkeypatch.setattr(train_mod, "has_fast_bf16", lambda device, amx=amx: amx)
+        warned = train_mod.precision_warning("bf16-mixed", cpu)
+        assert (warned is None) == amx
+        assert train_mod.precision_warning("32-true", cpu) is None
+        assert train_mod.precision_warning("bf16-mixed", gpu) is None
+    assert "32-true" in warned and "AMX" in warned
