@@ -245,3 +245,55 @@ def test_bf16_training_warns_only_on_a_cpu_without_amx(monkeypatch):
         assert train_mod.precision_warning("32-true", cpu) is None
         assert train_mod.precision_warning("bf16-mixed", gpu) is None
     assert "32-true" in warned and "AMX" in warned
+
+
+def test_tensorboard_scalars_follow_the_log_and_a_resume_purges_the_lost_steps(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _cfg(tmp_path, max_steps=6, ckpt_every=3, log_every=2, keep_checkpoints=0, tensorboard=True)
+    train(cfg)
+    # a crash after step 6's log row but before its checkpoint: the run resumes at step 3
+    ckpts = tmp_path / "run" / "checkpoints"
+    (ckpts / "latest").write_text("step-00000003")
+    import shutil
+
+    shutil.rmtree(ckpts / "step-00000006")
+    assert train(cfg)["start_step"] == 3
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/grad_norm", "train/epoch", "train/s_per_step"} <= set(events.Tags()["scalars"])
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == [2, 4, 6]   # steps 4 and 6 of the lost stretch are purged
+    rows = [r.split(",") for r in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows] == [2, 4, 6]
+    for event, row in zip(loss, rows):
+        assert event.value == pytest.approx(float(row[2]), rel=1e-5)
+
+
+def test_tensorboard_without_the_package_and_a_bad_filter_size_are_clear_errors(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kw):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(EADError, match="pip install tensorboard"):
+        train(_cfg(tmp_path, max_steps=1, tensorboard=True))
+    monkeypatch.undo()
+    with pytest.raises(EADError, match="filter-size"):
+        train(_cfg(tmp_path, max_steps=1, filter_size=0))
+    with pytest.raises(EADError, match="≤ 2 atoms"):
+        train(_cfg(tmp_path, max_steps=1, filter_size=2))
+
+
+def test_filter_size_keeps_only_small_molecules(tmp_path):
+    s = train(_cfg(tmp_path, max_steps=2, ckpt_every=2, limit_molecules=None, filter_size=9))
+    card = EAD.from_pretrained(tmp_path / "run" / "model").config
+    sizes = [int(m) for m in card.size_histogram]
+    assert s["step"] == 2 and max(sizes) <= 9 and min(sizes) >= 1

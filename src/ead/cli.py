@@ -130,6 +130,13 @@ def _add_train(sub):
     p.add_argument("--absent-bias", type=_nonneg_int,
                    help="dummy mode: time steps added to absent atoms' times in training, so they "
                         "are noisier than the real atoms around them (default: the window C)")
+    p.add_argument("--filter-size", type=_positive_int, metavar="N",
+                   help="train (and validate) only on molecules of at most N atoms, counted after "
+                        "--remove-h; EDM trains GEOM-Drugs this way with --filter_molecule_size")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write the log's numbers (loss, grad norm, validation loss, sampled "
+                        "stability) as TensorBoard scalars to RUN_DIR/tensorboard (needs the tensorboard "
+                        "package); log.csv is always written")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run_train)
 
@@ -149,6 +156,7 @@ def _run_train(args) -> int:
                       quiet=args.quiet, keep_checkpoints=args.keep_checkpoints,
                       init_from=args.init_from, condition_split=args.condition_split,
                       size_mode=args.size_mode, max_atoms=args.max_atoms, absent_bias=args.absent_bias,
+                      tensorboard=args.tensorboard, filter_size=args.filter_size,
                       include_charges=None if args.charges is None else args.charges == "on",
                       condition=tuple(c.strip() for c in (args.condition or "").split(",") if c.strip()))
     if args.data != "qm9" and not Path(args.data).exists():

@@ -78,6 +78,8 @@ class TrainConfig:
     include_charges: bool | None = None  # the atomic-number feature Z/10; None = the dataset's EDM choice
                                       # (QM9 and user files: on; GEOM-Drugs: off, as EDM trains it)
     size_mode: str = "prior"          # "prior": sizes from p(M) (EDM); "dummy": absent-atom slots (method.md §8)
+    filter_size: int | None = None    # train and validate only on molecules of ≤ N atoms (EDM's --filter_molecule_size)
+    tensorboard: bool = False         # also write log.csv's rows as TensorBoard scalars to run_dir/tensorboard
     max_atoms: int | None = None      # dummy mode: slots per molecule (default: the largest molecule in the data)
     absent_bias: int | None = None    # dummy mode: absent atoms' time shift in training (default: the window C)
 
@@ -153,6 +155,11 @@ def load_data(cfg: TrainConfig):
         valid = mols.subset(perm[:n_val]) if n_val else mols
         train = mols.subset(perm[n_val:]) if n_val else mols
         name = Path(cfg.data).name
+    if cfg.filter_size:   # counted as trained: after --remove-h
+        train, valid = (m.subset(np.flatnonzero(m.num_atoms <= cfg.filter_size)) for m in (train, valid))
+        if len(train) == 0 or len(valid) == 0:
+            raise EADError(f"no {'training' if len(train) == 0 else 'validation'} molecule of {cfg.data} "
+                           f"has ≤ {cfg.filter_size} atoms (--filter-size)")
     if cfg.limit_molecules:
         train = train.subset(np.arange(min(cfg.limit_molecules, len(train))))
     if len(train) < cfg.batch_size:
@@ -478,7 +485,7 @@ def train(cfg: TrainConfig) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         _truncate_log(log_path, step)
         (run_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    logger = _CsvLog(log_path) if rank == 0 else None
+    logger = _CsvLog(log_path, run_dir / "tensorboard" if cfg.tensorboard else None, step) if rank == 0 else None
 
     def save():
         check_finite()   # never write a checkpoint of weights a NaN has reached
@@ -574,6 +581,8 @@ def train(cfg: TrainConfig) -> dict:
     finally:
         bar.close()
         clock.restore()
+        if logger:
+            logger.close()
     summary.update({"step": step, "elapsed_s": clock.elapsed, "model_dir": str(run_dir / "model"),
                     "interrupted": clock.stopped, "rank": rank, "world_size": world})
     return summary
@@ -688,6 +697,10 @@ def _check(cfg: TrainConfig) -> None:
         raise EADError("--max-atoms must be ≥ 1")
     if cfg.absent_bias is not None and not 0 <= cfg.absent_bias <= cfg.timesteps:
         raise EADError(f"--absent-bias must be in [0, T = {cfg.timesteps}]")
+    if cfg.filter_size is not None and cfg.filter_size < 1:
+        raise EADError("--filter-size must be ≥ 1")
+    if cfg.tensorboard:
+        _summary_writer()   # fail before the data loads, not at the first log row
 
 
 def precision_warning(precision: str, device: torch.device) -> str | None:
@@ -700,19 +713,48 @@ def precision_warning(precision: str, device: torch.device) -> str | None:
             "several times slower than --precision 32-true")
 
 
+def _summary_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise EADError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                       "(or pip install 'ead[tensorboard]')") from None
+    return SummaryWriter
+
+
 class _CsvLog:
+    """The run's log.csv (one row per log interval; validation and sampling rows carry only their
+    columns) and, with --tensorboard, the same numbers as TensorBoard scalars in `tb_dir`, grouped
+    as train/, val/ and sample/. A resumed run purges TensorBoard events past its checkpoint, as
+    log.csv is truncated there."""
+
     FIELDS = ["step", "epoch", "loss", "grad_norm", "s_per_step", "val_loss",
               "atom_stability", "molecule_stability", "validity"]
+    GROUPS = {"val_loss": "val/loss", "atom_stability": "sample/atom_stability",
+              "molecule_stability": "sample/molecule_stability", "validity": "sample/validity"}
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tb_dir: Path | None = None, start_step: int = 0):
         self.path = path
         if not path.exists():
             with open(path, "w", newline="") as f:
                 csv.writer(f).writerow(self.FIELDS)
+        self.tb = None
+        if tb_dir is not None:
+            self.tb = _summary_writer()(log_dir=str(tb_dir), purge_step=start_step or None)
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([_fmt(row.get(k)) for k in self.FIELDS])
+        if self.tb is not None:
+            for k in self.FIELDS[1:]:
+                v = row.get(k)
+                if v is not None and math.isfinite(float(v)):
+                    self.tb.add_scalar(self.GROUPS.get(k, f"train/{k}"), float(v), row["step"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
 
 
 def _fmt(v):
