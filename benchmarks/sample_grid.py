@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,13 +63,9 @@ def sample_cells(cells: list[dict], out: Path, device: str = "auto", batch_size:
                  cuda_graph: bool = False) -> int:
     """Sample the cells (in order; this worker takes every `workers`-th (cell, seed) job) until
     the deadline (unix time; a job is not started after it). Returns the number of files written."""
-    import torch
-
-    from ead.pipeline import EAD
-
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(c, s) for c in cells for s in c.get("seeds", [0])][worker::workers]
-    models: dict[str, EAD] = {}
+    models: dict = {}   # model path -> loaded EAD pipeline
     done = 0
     for cell, seed in jobs:
         target = out / f"{cell['label']}-s{seed}.npz"
@@ -77,25 +74,74 @@ def sample_cells(cells: list[dict], out: Path, device: str = "auto", batch_size:
         if deadline is not None and time.time() > deadline:
             log(f"deadline: skipped {target.name}")
             continue
-        if cell["model"] not in models:
-            models[cell["model"]] = EAD.from_pretrained(cell["model"], device=device)
-            models[cell["model"]].cuda_graph = cuda_graph   # the pipeline's own switch (GPU only)
-        model = models[cell["model"]]
-        model.autocast = "bf16" if cell.get("precision") == "bf16" else None
-        opts = dict(cell.get("options", {}))
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.time()
-        mols, settings = model.sample_arrays(cell["n"], sampler=cell["sampler"], seed=seed,
-                                             batch_size=batch_size, **opts)
-        seconds = time.time() - t0
-        meta = {"cell": cell, "seed": seed, "settings": settings, "seconds": seconds, "cuda_graph": cuda_graph,
-                "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
-                "batch_size": batch_size, "model_card": model.card}
-        save_cell(target, mols, meta)
-        done += 1
-        log(f"{target.name}: {cell['n']} molecules, {settings['network_calls']} calls, {seconds:.1f} s")
+        claim = claim_job(target)
+        if claim is None:
+            log(f"{target.name}: being sampled by another worker")
+            continue
+        try:
+            if not target.exists():   # another worker may have finished it since the check above
+                done += _sample_job(cell, seed, target, models, device, batch_size, cuda_graph, log)
+        finally:
+            claim.unlink(missing_ok=True)
     return done
+
+
+def claim_job(target: Path) -> Path | None:
+    """Claim a job for this process: `target`.claim holds its pid, created exclusively, so workers
+    started independently on one machine (e.g. one more when a core frees up) share a cell list
+    without sampling a cell twice. A claim whose process is gone is taken over. None = taken."""
+    claim = target.with_name(target.name + ".claim")
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(claim.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                return None
+            claim.unlink(missing_ok=True)   # stale: its worker was killed
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return claim
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sample_job(cell, seed, target, models, device, batch_size, cuda_graph, log) -> int:
+    import torch
+
+    from ead.pipeline import EAD
+
+    if cell["model"] not in models:
+        models[cell["model"]] = EAD.from_pretrained(cell["model"], device=device)
+        models[cell["model"]].cuda_graph = cuda_graph   # the pipeline's own switch (GPU only)
+    model = models[cell["model"]]
+    model.autocast = "bf16" if cell.get("precision") == "bf16" else None
+    opts = dict(cell.get("options", {}))
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.time()
+    mols, settings = model.sample_arrays(cell["n"], sampler=cell["sampler"], seed=seed,
+                                         batch_size=batch_size, **opts)
+    seconds = time.time() - t0
+    meta = {"cell": cell, "seed": seed, "settings": settings, "seconds": seconds, "cuda_graph": cuda_graph,
+            "device": torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu",
+            "batch_size": batch_size, "model_card": model.card}
+    save_cell(target, mols, meta)
+    log(f"{target.name}: {cell['n']} molecules, {settings['network_calls']} calls, {seconds:.1f} s")
+    return 1
 
 
 # --------------------------------------------------------------------------------- evaluation

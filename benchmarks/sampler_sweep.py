@@ -27,7 +27,8 @@ WARMUPS = (1000, 750, 250)        # t_async; 500 (the default) is the λ = 0.8, 
 def sweep_cells(model: str, n: int, steps: int | None = None, seed: int = 0) -> list[dict]:
     base = {"steps": steps} if steps else {}
     out = [{"label": f"sweep-l{lam}-w{w}", "model": model, "sampler": "adaptive", "n": n, "seeds": [seed],
-            "options": {**base, "async_ratio": lam, "history": w}} for lam in RATIOS for w in HISTORIES]
+            "options": {**base, "async_ratio": lam, "history": w}}
+           for lam in RATIOS for w in HISTORIES if lam < 1 or w == HISTORIES[0]]   # λ = 1 ignores w
     out += [{"label": f"warmup-{ta}", "model": model, "sampler": "adaptive", "n": n, "seeds": [seed],
              "options": {**base, "async_ratio": 0.8, "history": 2, "t_async": ta}} for ta in WARMUPS]
     return out

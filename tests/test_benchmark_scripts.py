@@ -56,6 +56,36 @@ def test_deadline_and_workers_split_the_jobs(tmp_path, micro_model):
     assert [p.name for p in sample_grid.cell_files(tmp_path)] == ["b-s0.npz"]
 
 
+def test_independent_workers_skip_a_claimed_cell_and_take_over_a_dead_workers(tmp_path, micro_model):
+    import subprocess
+
+    cells = _cells(micro_model, [("a", "synchronous"), ("b", "synchronous")])
+    live = subprocess.Popen(["sleep", "60"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        (tmp_path / "a-s0.npz.claim").write_text(str(live.pid))   # another worker is sampling a
+        (tmp_path / "b-s0.npz.claim").write_text(str(dead.pid))   # b's worker was killed
+        said = []
+        assert sample_grid.sample_cells(cells, tmp_path, device="cpu", log=said.append) == 1
+        assert [p.name for p in sample_grid.cell_files(tmp_path)] == ["b-s0.npz"]
+        assert any("a-s0.npz: being sampled by another worker" in m for m in said)
+        assert not (tmp_path / "b-s0.npz.claim").exists() and (tmp_path / "a-s0.npz.claim").exists()
+    finally:
+        live.kill()
+        live.wait()
+    assert sample_grid.sample_cells(cells, tmp_path, device="cpu", log=lambda m: None) == 1   # a, now free
+    assert not list(tmp_path.glob("*.claim"))
+
+
+def test_sweep_draws_lambda_one_once():
+    import sampler_sweep
+
+    labels = [c["label"] for c in sampler_sweep.sweep_cells("m", 10, steps=100)]
+    assert "sweep-l1.0-w1" in labels and "sweep-l1.0-w2" not in labels and "sweep-l0.8-w5" in labels
+    assert len(labels) == 4 * 3 + 1 + 3 and len(set(labels)) == len(labels)
+
+
 def test_study_table_and_doc_update(tmp_path, micro_model):
     import async_vs_sync
 
