@@ -10,7 +10,10 @@ on whatever machine is fastest (a lent GPU) and are evaluated here, where RDKit 
 
 Each (cell, seed) becomes LABEL-sSEED.npz: positions (float32, Å), atomic_numbers (uint8), offsets
 (int64, molecule m is atoms offsets[m]:offsets[m+1]) and meta (JSON text: the cell, the sampler's
-settings, network calls, seconds, device). No pickled objects.
+settings, network calls, seconds, device). No pickled objects. Files that exist are skipped, so a
+stopped run resumes; several `sample` processes on one machine can share one cell list (a worker
+claims a job with LABEL-sSEED.npz.claim, holding its pid), so another can join when a core frees
+up; `--worker i --workers k` splits the list up front instead.
 """
 
 from __future__ import annotations
