@@ -30,6 +30,9 @@ Third session (same kind, training only: `--runs ship --no-check --no-bench --sa
 shipped run alone at batch 256, lr 2e-4, 14,544 steps in a 523-s call and 5,303 more in a warm 202-s
 call (0.034 s/step), 51 epochs in all. The device has no `pip install -e`: export
 PYTHONPATH=$PWD/src first (a call without it failed at once).
+Fourth session (same kind, 2026-11-27, the same training-only flags): 14,360 steps in a 505-s call
+(0.031 s/step; the machine's start and the transfers cost ~50 s more) and 4,402 in a warm 183-s call
+(0.034 s/step, --ship-from the first call's run, which it resumed): 48 epochs, 138 s of the 900 left.
 Before the call run `bash benchmarks/device_prune.sh` (the working tree outgrew the upload limit:
 it deletes what this script does not read, from the working tree only) and afterwards
 `bash benchmarks/device_prune.sh --restore`.
@@ -195,7 +198,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--val-every", type=int, default=2000)
     p.add_argument("--study-ckpt-every", type=int, default=500)
-    p.add_argument("--ship-from", default="training/qm9-small-c9-cpu7",
+    p.add_argument("--ship-from", default="training/qm9-small-c9-cpu8",
                    help="the shipped run: resumed if its batch size is --batch-size, else continued")
     p.add_argument("--n-card", type=int, default=1000)
     p.add_argument("--n-study", type=int, default=500)
