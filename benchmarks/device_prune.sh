@@ -2,7 +2,7 @@
 # Make the working tree small enough to travel to a lent GPU machine (64 MiB in all, with the
 # carried QM9 pack of 24.7 MB): delete, from the working tree only, what benchmarks/gpu_session.py
 # does not read — committed results and every training folder but the run it continues.
-#   bash benchmarks/device_prune.sh [KEEP_RUN]      (default training/qm9-small-c9-cpu8)
+#   bash benchmarks/device_prune.sh [KEEP_RUN]      (default: training/current_run)
 #   bash benchmarks/device_prune.sh --restore       (brings back the deleted tracked files only,
 #                                                    so a running training's files are left alone)
 set -euo pipefail
@@ -12,7 +12,7 @@ if [ "${1:-}" = "--restore" ]; then
   echo "restored; $(git ls-files --deleted | wc -l) tracked files still missing"
   exit 0
 fi
-KEEP="${1:-training/qm9-small-c9-cpu8}"
+KEEP="${1:-$(cat training/current_run)}"
 KEEP="${KEEP%/}"
 [ -d "$KEEP" ] || { echo "no run folder $KEEP" >&2; exit 2; }
 rm -rf benchmarks/results/*/

@@ -198,8 +198,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--val-every", type=int, default=2000)
     p.add_argument("--study-ckpt-every", type=int, default=500)
-    p.add_argument("--ship-from", default="training/qm9-small-c9-cpu8",
-                   help="the shipped run: resumed if its batch size is --batch-size, else continued")
+    p.add_argument("--ship-from", default=(ROOT / "training" / "current_run").read_text().strip(),
+                   help="the shipped run (default: training/current_run): resumed if its batch size is "
+                        "--batch-size, else continued")
     p.add_argument("--n-card", type=int, default=1000)
     p.add_argument("--n-study", type=int, default=500)
     p.add_argument("--n-sweep", type=int, default=500)

@@ -3,7 +3,7 @@
 # the default sampler settings; then measure it for the card (benchmarks/model_card.py, or on a GPU
 # benchmarks/gpu_session.py + benchmarks/sample_grid.py evaluate).
 #   bash benchmarks/ship_model.sh [RUN_DIR | MODEL_DIR]   (default: the run being trained on,
-#   training/qm9-small-c9-cpu8; a run folder's model/ is re-exported at every checkpoint, so copy it
+#   named in training/current_run; a run folder's model/ is re-exported at every checkpoint, so copy it
 #   aside first when training is running and pass the copy)
 # Default sampler: the paper's adaptive sampler (λ = 0.8, w = 2) in the few-step setting, 100 network
 # calls with the DPM-Solver++(2M) SDE update and stall lag 1 — the same card quality as 1000 ancestral
@@ -11,7 +11,7 @@
 #   ead sample --steps 1000 --update ancestral --stall-lag 0
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN="${1:-training/qm9-small-c9-cpu8}"
+RUN="${1:-$(cat training/current_run)}"
 .venv/bin/python - "$RUN" <<'PY'
 import sys
 from ead.pipeline import EAD
