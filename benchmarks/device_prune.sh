@@ -21,5 +21,5 @@ for d in training/*/; do
 done
 rm -f training/*.out
 tracked=$( (git ls-files -z | xargs -0 du -cb 2>/dev/null || true) | tail -1 | cut -f1)   # deleted ones fail du
-pack=$(du -cb .devcache 2>/dev/null | tail -1 | cut -f1)
+pack=$( (du -cb .devcache 2>/dev/null || echo 0) | tail -1 | cut -f1)
 echo "kept $KEEP; tracked files left $((tracked / 1000000)) MB + .devcache $((pack / 1000000)) MB (limit 67 MB)"
