@@ -5,16 +5,25 @@
 # faster with benchmarks/gpu_session.py (batch 256 via --init-from).
 # The run it continues is named in training/current_run (one line; ship_model.sh, device_prune.sh
 # and gpu_session.py read it too). Each stretch of the lineage starts from the one before with
-# --init-from (a new stretch after a GPU one at batch 256: point INIT at it and current_run at a new
-# folder); --init-from matters only on the first start: afterwards the run resumes its own
-# checkpoint. The exported model's card ("continues" in model/config.json, and docs/model-card.md)
+# --init-from, which matters only on the first start: afterwards the run resumes its own checkpoint.
+# When current_run names a GPU stretch (batch 256, brought back from gpu_session.py), this script
+# opens the next CPU stretch itself (training/qm9-small-c9-cpuN, N one above the highest there is,
+# --init-from the GPU stretch) and points current_run at it. The exported model's card ("continues" in model/config.json, and docs/model-card.md)
 # lists every stretch, so it is not repeated here. CPU stretches use batch 64 and EDM's lr 1e-4
 # (2.7x more molecules per hour than batch 256 on one thread here).
 # Pass --max-hours H to stop in time (it counts this run's earlier hours too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=$(cat training/current_run)
-INIT=training/qm9-small-c9-gpu3
+LATEST=$(cat training/current_run)
+field() { .venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1/train_config.json" "$2"; }
+if [ "$(field "$LATEST" batch_size)" = 64 ]; then
+  RUN=$LATEST; INIT=$(field "$LATEST" init_from)
+else
+  last=$(ls -d training/qm9-small-c9-cpu* 2>/dev/null | sed -n 's/.*-cpu\([0-9]*\)$/\1/p' | sort -n | tail -1)
+  RUN=training/qm9-small-c9-cpu$(( ${last:-0} + 1 )); INIT=$LATEST
+  echo "$RUN" > training/current_run
+  echo "new CPU stretch $RUN --init-from $INIT (training/current_run updated)"
+fi
 # bf16-mixed only where the CPU has AMX tiles: elsewhere (e.g. AMD EPYC without AVX-512) bfloat16 is
 # emulated and a step took ~8 s instead of ~0.4 s. The weights, optimiser and EMA are float32 either
 # way, so the run resumes in either precision. Override with --precision.
