@@ -43,16 +43,22 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     stab = []
+    colours: dict[int, int] = {}
+    labelled: set[str] = set()
     for k, (log, batch, offset, last) in enumerate(segments(Path(a.run))):
         rows = [r for r in csv.DictReader(open(log)) if last is None or int(r["step"]) <= last]
         x = lambda r: (offset + int(r["step"]) * batch) / 1e6  # noqa: E731
         loss = [(x(r), float(r["loss"])) for r in rows if r.get("loss")]
         val = [(x(r), float(r["val_loss"])) for r in rows if r.get("val_loss")]
-        name = f"{log.parent.name} (batch {batch})"
-        if loss:
-            ax[0].plot(*zip(*loss), lw=1, label=f"training loss, {name}")
-        if val:
-            ax[0].plot(*zip(*val), "o-", ms=4, label=f"validation loss (EMA), {name}")
+        # one colour and one legend entry per batch size (a lineage alternates CPU stretches at one
+        # batch and GPU stretches at another); the dotted lines mark where each stretch starts
+        colour = colours.setdefault(batch, 2 * len(colours))
+        for pts, kind, style in ((loss, "training loss", {"lw": 1}), (val, "validation loss (EMA)", {"marker": "o", "ms": 4})):
+            if pts:
+                label = f"{kind}, batch {batch}"
+                ax[0].plot(*zip(*pts), color=f"C{colour + (kind != 'training loss')}",
+                           label=None if label in labelled else label, **style)
+                labelled.add(label)
         stab += [(x(r), float(r["molecule_stability"]), "logged during training (100 mol., 100 steps)")
                  for r in rows if r.get("molecule_stability")]
         if k:
@@ -60,7 +66,7 @@ def main(argv=None) -> None:
     ax[0].set_xlabel("molecules seen (millions)")
     ax[0].set_ylabel("ε-prediction MSE")
     ax[0].set_yscale("log")
-    ax[0].legend(fontsize=7)
+    ax[0].legend(fontsize=7, title=f"{len(segments(Path(a.run)))} stretches (dotted: where each starts)", title_fontsize=7)
     if a.points:
         for pt in json.loads(Path(a.points).read_text()):
             # one line per sampler; each point says its sample count and, where not 1000, its steps
