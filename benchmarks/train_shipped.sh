@@ -8,8 +8,8 @@
 # --init-from, which matters only on the first start: afterwards the run resumes its own checkpoint.
 # When current_run names a GPU stretch (batch 256, brought back from gpu_session.py), this script
 # opens the next CPU stretch itself (training/qm9-small-c9-cpuN, N one above the highest there is,
-# --init-from the GPU stretch) and points current_run at it. The exported model's card ("continues" in model/config.json, and docs/model-card.md)
-# lists every stretch, so it is not repeated here. CPU stretches use batch 64 and EDM's lr 1e-4
+# --init-from the GPU stretch) and points current_run at it. The exported model's card ("continues"
+# in model/config.json, and docs/model-card.md) lists every stretch, so it is not repeated here. CPU stretches use batch 64 and EDM's lr 1e-4
 # (2.7x more molecules per hour than batch 256 on one thread here).
 # Pass --max-hours H to stop in time (it counts this run's earlier hours too).
 set -euo pipefail
