@@ -45,7 +45,8 @@ def main(argv=None) -> None:
     stab = []
     colours: dict[int, int] = {}
     labelled: set[str] = set()
-    for k, (log, batch, offset, last) in enumerate(segments(Path(a.run))):
+    segs = segments(Path(a.run))
+    for k, (log, batch, offset, last) in enumerate(segs):
         rows = [r for r in csv.DictReader(open(log)) if last is None or int(r["step"]) <= last]
         x = lambda r: (offset + int(r["step"]) * batch) / 1e6  # noqa: E731
         loss = [(x(r), float(r["loss"])) for r in rows if r.get("loss")]
@@ -53,11 +54,11 @@ def main(argv=None) -> None:
         # one colour and one legend entry per batch size (a lineage alternates CPU stretches at one
         # batch and GPU stretches at another); the dotted lines mark where each stretch starts
         colour = colours.setdefault(batch, 2 * len(colours))
-        for pts, kind, style in ((loss, "training loss", {"lw": 1}), (val, "validation loss (EMA)", {"marker": "o", "ms": 4})):
+        curves = ((loss, "training loss", {"lw": 1}), (val, "validation loss (EMA)", {"marker": "o", "ms": 4}))
+        for j, (pts, kind, style) in enumerate(curves):
             if pts:
                 label = f"{kind}, batch {batch}"
-                ax[0].plot(*zip(*pts), color=f"C{colour + (kind != 'training loss')}",
-                           label=None if label in labelled else label, **style)
+                ax[0].plot(*zip(*pts), color=f"C{colour + j}", label=None if label in labelled else label, **style)
                 labelled.add(label)
         stab += [(x(r), float(r["molecule_stability"]), "logged during training (100 mol., 100 steps)")
                  for r in rows if r.get("molecule_stability")]
@@ -66,7 +67,7 @@ def main(argv=None) -> None:
     ax[0].set_xlabel("molecules seen (millions)")
     ax[0].set_ylabel("ε-prediction MSE")
     ax[0].set_yscale("log")
-    ax[0].legend(fontsize=7, title=f"{len(segments(Path(a.run)))} stretches (dotted: where each starts)", title_fontsize=7)
+    ax[0].legend(fontsize=7, title=f"{len(segs)} stretches (dotted: where each starts)", title_fontsize=7)
     if a.points:
         for pt in json.loads(Path(a.points).read_text()):
             # one line per sampler; each point says its sample count and, where not 1000, its steps
