@@ -36,8 +36,10 @@ Fourth session (same kind, 2026-11-27, the same training-only flags): 14,360 ste
 Fifth session (same kind, 2026-11-27): 11,200 steps in a 510-s call (0.040 s/step, slower than
 before on the same kind); the machine was given back 30 s after the call (idle_release_s is now
 30, so the warm second call was lost while the run was unpacked here) and a cold second call of
-181 s resumed it to step 14,735: 38 epochs, 83 s left. Unpack ship.tar, prune and send the
-second call within 30 s of the first's return (it is seconds of work: have the commands ready).
+181 s resumed it to step 14,735: 38 epochs, 83 s left. So the second call now needs nothing from
+the first's output: send it at once with --continue-here (it resumes the run the first call left
+in --work on the still-warm machine, and exits 3 within seconds on a fresh one: then unpack
+ship.tar, prune and send it cold with --ship-from, as before).
 Before the call run `bash benchmarks/device_prune.sh` (the working tree outgrew the upload limit:
 it deletes what this script does not read, from the working tree only) and afterwards
 `bash benchmarks/device_prune.sh --restore`.
@@ -206,6 +208,10 @@ def main(argv=None) -> int:
     p.add_argument("--ship-from", default=(ROOT / "training" / "current_run").read_text().strip(),
                    help="the shipped run (default: training/current_run): resumed if its batch size is "
                         "--batch-size, else continued")
+    p.add_argument("--continue-here", action="store_true",
+                   help="resume the shipped run that an earlier call left in --work on this machine "
+                        "(a warm second call: nothing to carry or unpack first); exits 3 at once when "
+                        "there is none (the machine was given back: use --ship-from the fetched run)")
     p.add_argument("--n-card", type=int, default=1000)
     p.add_argument("--n-study", type=int, default=500)
     p.add_argument("--n-sweep", type=int, default=500)
@@ -217,9 +223,24 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="ship,c0,c9", help="which trainings to run")
     a = p.parse_args(argv)
     a.step_grid = [int(v) for v in a.step_grid.split(",") if v]
+    kept = None
+    if a.continue_here:
+        here = Path(a.work) / "runs" / "ship"
+        if latest_step_dir(here) is None:
+            print(f"--continue-here: no shipped run in {here} (a fresh machine?); send the call with "
+                  "--ship-from the run the first call brought back", file=sys.stderr)
+            return 3
+        kept = Path(a.work + ".ship")   # outside --work, which Session clears
+        shutil.rmtree(kept, ignore_errors=True)
+        os.replace(here, kept)
     s = Session(a)
+    if kept is not None:
+        (s.work / "runs").mkdir()
+        os.replace(kept, s.work / "runs" / "ship")
     cuda = a.accelerator == "cuda"
     s.log(f"start; budget {a.budget:.0f} s; python {sys.version.split()[0]}")
+    if kept is not None:
+        s.log(f"continuing the run left here at {latest_step_dir(s.work / 'runs' / 'ship').name}")
 
     # 0 ------------------------------------------------------------------ CUDA checks
     if cuda and not a.no_check:
@@ -232,7 +253,9 @@ def main(argv=None) -> int:
     procs = {}
     ship_extra = ["--init-from", a.ship_from, "--ckpt-every", "1000"]
     src_cfg = Path(a.ship_from) / "train_config.json"
-    if src_cfg.exists() and json.loads(src_cfg.read_text()).get("batch_size") == a.batch_size:
+    if kept is not None:
+        ship_extra = ["--ckpt-every", "1000"]
+    elif src_cfg.exists() and json.loads(src_cfg.read_text()).get("batch_size") == a.batch_size:
         # same batch size: resume that very run (its step count goes on) instead of starting a
         # new stretch of its lineage
         shutil.copytree(a.ship_from, runs / "ship")

@@ -5,6 +5,7 @@ plumbing and the arithmetic, not the quality."""
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -212,9 +213,9 @@ def test_gpu_session_runs_end_to_end_on_cpu(tmp_path, micro_model):
     """The one-command GPU session, shrunk to a micro model on the CPU (≈ 1–2 minutes)."""
     from ead.train import TrainConfig, train
 
-    src = tmp_path / "ship"
-    train(TrainConfig(run_dir=str(src), preset="micro", limit_molecules=16, batch_size=8, max_steps=2,
-                      ckpt_every=2, val_every=0, quiet=True, threads=1))
+    src = tmp_path / "ship"   # on all of QM9, as the session's own training (or it refuses to resume it)
+    train(TrainConfig(run_dir=str(src), preset="micro", batch_size=8, max_steps=2, ckpt_every=2, val_every=0,
+                      quiet=True, threads=1))
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_session.py"), "--out", str(out),
                         "--work", str(tmp_path / "work"), "--budget", "80", "--train-until", "30",
@@ -227,6 +228,34 @@ def test_gpu_session_runs_end_to_end_on_cpu(tmp_path, micro_model):
     names = sorted(p.name for p in out.iterdir())
     assert {"log.txt", "misc.tar", "samples.tar", "ship.tar", "study.tar"} <= set(names), names
     assert len(names) <= 8
+    import gpu_session
+
+    first = gpu_session.latest_step_dir(tmp_path / "work" / "runs" / "ship")
+    assert int(first.name.rsplit("-", 1)[1]) > 2   # the shipped run trained on
+
+    # a warm second call resumes the run the first left in --work, with nothing carried
+    out2 = tmp_path / "out2"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_session.py"), "--out", str(out2),
+                        "--work", str(tmp_path / "work"), "--budget", "60", "--train-until", "30",
+                        "--sample-until", "0", "--accelerator", "cpu", "--preset", "micro",
+                        "--batch-size", "8", "--continue-here", "--runs", "ship", "--no-bench",
+                        "--val-every", "0"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"continuing the run left here at {first.name}" in (out2 / "log.txt").read_text()
+    with tarfile.open(out2 / "ship.tar") as tar:
+        steps = [int(n.rsplit("-", 1)[1]) for n in tar.getnames() if n.startswith("ship/checkpoints/step-")
+                 and n.count("/") == 2]
+    assert steps and steps[0] > int(first.name.rsplit("-", 1)[1])
+
+
+def test_gpu_session_continue_here_on_a_fresh_machine_exits_at_once(tmp_path, capsys):
+    import gpu_session
+
+    rc = gpu_session.main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--continue-here",
+                           "--ship-from", str(tmp_path)])
+    assert rc == 3 and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ship-from" in err[0]
 
 
 def test_compare_cells_of_the_same_seed(tmp_path, micro_model):
