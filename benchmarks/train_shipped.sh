@@ -9,16 +9,23 @@
 # When current_run names a GPU stretch (batch 256, brought back from gpu_session.py), this script
 # opens the next CPU stretch itself (training/qm9-small-c9-cpuN, N one above the highest there is,
 # --init-from the GPU stretch) and points current_run at it. The exported model's card ("continues"
-# in model/config.json, and docs/model-card.md) lists every stretch, so it is not repeated here. CPU stretches use batch 64 and EDM's lr 1e-4
-# (2.7x more molecules per hour than batch 256 on one thread here).
+# in model/config.json, and docs/model-card.md) lists every stretch, so it is not repeated here.
+# CPU stretches use batch 64 (2.7x more molecules per hour than batch 256 on one thread here); a new
+# one uses lr 5e-5 (NEW_LR), a resumed one keeps the lr its train_config.json records. EDM's lr 1e-4
+# served to cpu9; by then its weights were noisier than the batch-256 GPU stretches' (validation loss
+# of the raw weights 0.1339 against 0.1319) and the EMA did not catch up: from the same checkpoint,
+# lr 5e-5 gave EMA validation loss 0.13145 after 1,000 steps against 0.13154 for 1e-4 (raw 0.1326 vs
+# 0.1339; benchmarks/results/cpu-2026-11-27-s12/lr-branch/).
 # Pass --max-hours H to stop in time (it counts this run's earlier hours too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LATEST=$(cat training/current_run)
 field() { .venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1/train_config.json" "$2"; }
+NEW_LR=5e-5
 if [ "$(field "$LATEST" batch_size)" = 64 ]; then
-  RUN=$LATEST; INIT=$(field "$LATEST" init_from)
+  RUN=$LATEST; INIT=$(field "$LATEST" init_from); LR=$(field "$LATEST" lr)
 else
+  LR=$NEW_LR
   last=$(ls -d training/qm9-small-c9-cpu* 2>/dev/null | sed -n 's/.*-cpu\([0-9]*\)$/\1/p' | sort -n | tail -1)
   RUN=training/qm9-small-c9-cpu$(( ${last:-0} + 1 )); INIT=$LATEST
   echo "$RUN" > training/current_run
@@ -29,7 +36,7 @@ fi
 # way, so the run resumes in either precision. Override with --precision.
 PRECISION=32-true
 if grep -qw amx_bf16 /proc/cpuinfo 2>/dev/null; then PRECISION=bf16-mixed; fi
-exec nohup nice .venv/bin/ead train --data qm9 --preset small --window 9 --lr 1e-4 --batch-size 64 \
+exec nohup nice .venv/bin/ead train --data qm9 --preset small --window 9 --lr "$LR" --batch-size 64 \
   --precision "$PRECISION" --init-from "$INIT" \
   --max-steps 1000000 --ckpt-every 500 --log-every 100 --val-every 4000 --keep-checkpoints 1 \
   --threads 1 --quiet --accelerator cpu --run-dir "$RUN" "$@" >> "$RUN.out" 2>&1

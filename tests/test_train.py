@@ -114,6 +114,12 @@ def test_init_from_continues_another_run_with_its_lineage(tmp_path):
     assert s2["start_step"] == 3 and s2["step"] == 5
     card = json.loads((tmp_path / "b" / "run" / "model" / "config.json").read_text())["card"]
     assert len(card["continues"]) == 1 and card["total_training_steps"] == 9
+    # a branch from one of the source's step folders: the lineage names the run folder (whose log
+    # the training plot reads) and the step it branched at
+    step2 = Checkpointer(tmp_path / "a" / "run").root / "step-00000002"
+    train(_cfg(tmp_path / "d", max_steps=1, ckpt_every=1, window=3, init_from=str(step2)))
+    seg = json.loads((tmp_path / "d" / "run" / "model" / "config.json").read_text())["card"]["continues"][0]
+    assert seg["run"] == str(tmp_path / "a" / "run") and seg["steps"] == 2
 
 
 def test_init_from_refuses_another_model_and_missing_runs(tmp_path):

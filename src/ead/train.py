@@ -656,8 +656,13 @@ def _checkpoint_path(path: str) -> Path:
 
 
 def _segment(meta: dict, path: str) -> dict:
-    """One finished stretch of training, as recorded in the lineage of a run that continues it."""
+    """One finished stretch of training, as recorded in the lineage of a run that continues it.
+    `run` is the run folder even when --init-from named one of its step folders (its log.csv is
+    there; `steps` says where this lineage left it)."""
     card = _card(meta)
+    p = Path(path)
+    if (p / "state.json").exists() and p.parent.name == "checkpoints":
+        path = str(p.parent.parent)
     return {"run": path, "steps": card["training_steps"], "hours": card["training_hours"],
             "batch_size": card["batch_size"], "lr": card["lr"], "device": card["device"],
             "precision": card["precision"]}
