@@ -38,11 +38,13 @@ before on the same kind); the machine was given back 30 s after the call (idle_r
 30, so the warm second call was lost while the run was unpacked here) and a cold second call of
 181 s resumed it to step 14,735: 38 epochs, 83 s left. So the second call now needs nothing from
 the first's output: send it at once with --continue-here (it resumes the run the first call left
-in --work on the still-warm machine, and exits 3 within seconds on a fresh one: then unpack
-ship.tar, prune and send it cold with --ship-from, as before).
+in --work on the still-warm machine, and exits 3 within seconds on a fresh one: then bring the
+first call's run home, prune and send it cold with --ship-from that run).
 Before the call run `bash benchmarks/device_prune.sh` (the working tree outgrew the upload limit:
 it deletes what this script does not read, from the working tree only) and afterwards
-`bash benchmarks/device_prune.sh --restore`.
+`bash benchmarks/device_prune.sh --restore`; then `python benchmarks/gpu_bring_back.py FILES_AT`
+puts the last call's ship.tar(.partNN) in training/qm9-small-c9-gpuN and points
+training/current_run at it.
 Carry the QM9 cache in an ignored folder, packed by benchmarks/qm9_pack.py (24.7 MB: the working
 tree and the carried paths travel within 64 MiB together), and unpack it into $EAD_CACHE first; the
 device has torch and lightning but not RDKit, so nothing here may import it.

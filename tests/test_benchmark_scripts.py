@@ -297,3 +297,38 @@ def test_size_stats_against_p_m():
     assert s["tv_distance"] == 0.0 and s["mean"] == s["reference_mean"] == 3.5
     s = dummy_atoms.size_stats(np.array([5, 5]), {3: 1, 4: 1})
     assert s["tv_distance"] == 1.0 and s["histogram"] == {5: 2}
+
+
+def test_gpu_bring_back_joins_the_parts_and_points_current_run_at_the_run(tmp_path):
+    import gpu_bring_back
+
+    from ead.train import TrainConfig, train
+
+    dev = tmp_path / "device" / "runs"
+    train(TrainConfig(run_dir=str(dev / "ship"), preset="micro", limit_molecules=8, batch_size=8, max_steps=2,
+                      ckpt_every=2, val_every=0, quiet=True, threads=1))
+    with tarfile.open(tmp_path / "ship.tar", "w") as tar:   # as gpu_session.py packs it
+        for m in ("ship/checkpoints/step-00000002", "ship/checkpoints/latest", "ship/model", "ship/log.csv",
+                  "ship/train_config.json"):
+            tar.add(dev / m, arcname=m)
+    blob = (tmp_path / "ship.tar").read_bytes()
+    files_at = tmp_path / "files"
+    files_at.mkdir()
+    (files_at / "ship.tar.part00").write_bytes(blob[: len(blob) // 2])
+    root = tmp_path / "repo"
+    (root / "training" / "qm9-small-c9-gpu4").mkdir(parents=True)
+    run = gpu_bring_back.next_gpu_run(root / "training")
+    assert run.name == "qm9-small-c9-gpu5"
+    with pytest.raises(SystemExit, match="incomplete or corrupt"):   # a part is missing
+        gpu_bring_back.bring_back(files_at, run, root)
+    assert not run.exists() and not (root / "training" / "current_run").exists()
+    (files_at / "ship.tar.part01").write_bytes(blob[len(blob) // 2 :])
+    got = gpu_bring_back.bring_back(files_at, run, root)
+    assert got["step"] == 2 and got["batch_size"] == 8
+    assert json.loads((run / "train_config.json").read_text())["run_dir"] == "training/qm9-small-c9-gpu5"
+    assert (root / "training" / "current_run").read_text().strip() == "training/qm9-small-c9-gpu5"
+    assert (run / "checkpoints" / "step-00000002" / "state.safetensors").exists()
+    assert sorted(p.name for p in (root / "training").iterdir()) == ["current_run", "qm9-small-c9-gpu4",
+                                                                     "qm9-small-c9-gpu5"]   # no temp left
+    with pytest.raises(SystemExit, match="exists already"):
+        gpu_bring_back.bring_back(files_at, run, root)
