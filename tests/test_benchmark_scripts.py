@@ -121,6 +121,20 @@ def test_card_and_steps_tables_from_cells(tmp_path, micro_model):
     rows, n = model_card.rows_from_grid(str(tmp_path / "m.json"))
     table = model_card.render(rows, n)
     assert table.splitlines()[2].startswith("| synchronous | 4 | 5 |")   # 4 steps + the decode call
+    # the card's measurement joins the history (the training plot's points) under its lineage, once
+    card = {"training_steps": 10, "batch_size": 256, "device": "NVIDIA H200", "precision": "32-true",
+            "continues": [{"steps": 30, "batch_size": 64, "device": "cpu (x86_64, 2 cores)", "precision": "bf16-mixed"},
+                          {"steps": 20, "batch_size": 64}], "total_molecules_seen": 50 * 64 + 10 * 256}
+    hist = tmp_path / "history.json"
+    hist.write_text('[\n {"molecules_seen": 1, "sampler": "synchronous", "n": 200}\n]\n')
+    for _ in range(2):
+        model_card.append_history(str(hist), model_card.history_rows(card, rows))
+    entries = json.loads(hist.read_text())
+    assert len(entries) == 2 and entries[0]["molecules_seen"] == 1 and len(hist.read_text().splitlines()) == 4
+    new = entries[1]
+    assert new["training_steps"] == "30 x 64 (CPU, bf16-mixed) + 20 x 64 (CPU) + 10 x 256 (H200)"
+    assert new["molecules_seen"] == 5760 and new["sampler"] == "synchronous" and new["steps"] == 4
+    assert new["molecule_stability"] == round(rows[0]["metrics"]["molecule_stability"], 4)
     rows = steps_sweep.rows_from_cells([str(tmp_path / "cells")], ["synchronous"])
     assert [(r["steps"], r["update"]) for r in rows] == [(4, "ancestral"), (2, "ancestral"), (2, "sde-dpm2m")]
     assert all(r["device"] == "cpu" for r in rows)
