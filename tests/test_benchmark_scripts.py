@@ -255,7 +255,9 @@ def test_gpu_session_runs_end_to_end_on_cpu(tmp_path, micro_model):
                         "--batch-size", "8", "--continue-here", "--runs", "ship", "--no-bench",
                         "--val-every", "0"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"continuing the run left here at {first.name}" in (out2 / "log.txt").read_text()
+    log2 = (out2 / "log.txt").read_text()
+    assert f"continuing the run left here at {first.name}" in log2
+    assert "no sampling" in log2 and not (out2 / "samples.tar").exists()   # --sample-until 0: no workers
     with tarfile.open(out2 / "ship.tar") as tar:
         steps = [int(n.rsplit("-", 1)[1]) for n in tar.getnames() if n.startswith("ship/checkpoints/step-")
                  and n.count("/") == 2]
