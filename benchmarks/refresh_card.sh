@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Ship a run of the lineage and measure its model card on this CPU, in one command:
 #   bash benchmarks/refresh_card.sh RUN OUTDIR
-# Stop the training first: this needs both cores (on the 2-core AMD EPYC about 20 minutes to draw
-# the three samplers' 1,000 molecules two at a time, then ~45 minutes of PoseBusters).
+# Stop the training first: this needs both cores (on the 2-core AMD EPYC machines 10-20 minutes to
+# draw the three samplers' 1,000 molecules two at a time, then 20-45 minutes of PoseBusters: 35 min
+# in all in session 13, 65 in session 11).
 #   1. benchmarks/ship_model.sh RUN: its EMA model becomes src/ead/pretrained/qm9
 #   2. OUTDIR/cells.json: the card's cells (each sampler at the model's defaults, seed 0), drawn by
 #      two benchmarks/sample_grid.py workers on one thread each (a rerun skips finished cells)
