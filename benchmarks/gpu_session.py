@@ -198,6 +198,28 @@ def cells(a, ship_model: Path | None, study: dict[str, Path]) -> list[dict]:
     return out
 
 
+def sample_cells(s, a, grid: list[dict], cuda: bool) -> None:
+    """Phase 2: a.workers sample_grid.py workers share the cells until --sample-until; pack what they drew."""
+    (s.work / "cells.json").write_text(json.dumps(grid, indent=1))
+    s.log(f"{len(grid)} sampling jobs")
+    samples = s.work / "samples"
+    deadline = s.t0 + a.sample_until
+    workers = {}
+    for k in range(a.workers):
+        cmd = [PY, str(HERE / "sample_grid.py"), "sample", str(s.work / "cells.json"), "--out", str(samples),
+               "--device", "cuda" if cuda else "cpu", "--deadline", str(deadline), "--worker", str(k),
+               "--workers", str(a.workers), "--threads", "2", *(["--cuda-graph"] if cuda else [])]
+        workers[f"sampler{k}"] = subprocess.Popen(cmd, stdout=open(s.work / "misc" / f"sample-{k}.out", "w"),
+                                                  stderr=subprocess.STDOUT, cwd=ROOT)
+    bench_time = 0 if a.no_bench or not cuda else 60
+    s.wait_all(workers, soft=max(a.sample_until, a.budget - bench_time - 20),
+               hard=max(a.sample_until, a.budget - bench_time - 12))
+    samples.mkdir(exist_ok=True)
+    shutil.copy(s.work / "cells.json", samples / "cells.json")
+    s.pack("samples.tar", s.work, ["samples"])
+    s.pack_misc()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
@@ -307,25 +329,7 @@ def main(argv=None) -> int:
     if s.now() >= a.sample_until - 5:   # no time to sample: starting the workers alone costs ~5-10 s
         s.log("no sampling (past --sample-until)")
     else:
-        grid = cells(a, ship_model, study)
-        (s.work / "cells.json").write_text(json.dumps(grid, indent=1))
-        s.log(f"{len(grid)} sampling jobs")
-        samples = s.work / "samples"
-        deadline = s.t0 + a.sample_until
-        workers = {}
-        for k in range(a.workers):
-            cmd = [PY, str(HERE / "sample_grid.py"), "sample", str(s.work / "cells.json"), "--out", str(samples),
-                   "--device", "cuda" if cuda else "cpu", "--deadline", str(deadline), "--worker", str(k),
-                   "--workers", str(a.workers), "--threads", "2", *(["--cuda-graph"] if cuda else [])]
-            workers[f"sampler{k}"] = subprocess.Popen(cmd, stdout=open(s.work / "misc" / f"sample-{k}.out", "w"),
-                                                      stderr=subprocess.STDOUT, cwd=ROOT)
-        bench_time = 0 if a.no_bench or not cuda else 60
-        s.wait_all(workers, soft=max(a.sample_until, a.budget - bench_time - 20),
-                   hard=max(a.sample_until, a.budget - bench_time - 12))
-        (s.work / "samples").mkdir(exist_ok=True)
-        shutil.copy(s.work / "cells.json", samples / "cells.json")
-        s.pack("samples.tar", s.work, ["samples"])
-        s.pack_misc()
+        sample_cells(s, a, cells(a, ship_model, study), cuda)
 
     # 3 ------------------------------------------------------------------ bench
     left = a.budget - s.now() - 10
