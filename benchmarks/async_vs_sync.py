@@ -8,7 +8,7 @@ Reproduce (a GPU makes it minutes; on 2 CPU cores it is days):
     # sample ≥ 500 molecules per cell and seed (benchmarks/gpu_session.py does all of this in one go)
     python benchmarks/sample_grid.py sample cells.json --out cells/ --device cuda
     # evaluate here and write the table into the doc
-    python benchmarks/async_vs_sync.py CELLS_DIR --logs training/study-c0-vs-c9 --update-doc docs/async-vs-sync.md
+    python benchmarks/async_vs_sync.py CELLS_DIR --logs training/logs --update-doc docs/async-vs-sync.md
 """
 
 from __future__ import annotations
@@ -53,10 +53,12 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def training_summary(logs: Path, name: str) -> dict:
-    rows = list(csv.DictReader(open(logs / f"{name}-log.csv")))
+    """The study run's log (LOGS/study-cN.csv) and configuration (its entry in LOGS/../runs.json)."""
+    rows = list(csv.DictReader(open(logs / f"study-{name}.csv")))
     losses = [(int(r["step"]), float(r["loss"])) for r in rows if r.get("loss")]
     vals = [(int(r["step"]), float(r["val_loss"])) for r in rows if r.get("val_loss")]
-    cfg = json.loads((logs / f"{name}-train_config.json").read_text())
+    runs = json.loads((logs.parent / "runs.json").read_text())
+    cfg = next(e["config"] for e in runs if e["run"] == f"study-{name}")
     per_step = [float(r["s_per_step"]) for r in rows if r.get("s_per_step")]
     return {"last_loss": losses[-1] if losses else None, "val": vals, "batch_size": cfg["batch_size"],
             "lr": cfg["lr"], "window": cfg["window"], "preset": cfg["preset"],
@@ -112,7 +114,8 @@ def table(res: dict, logs: Path | None, step: int | None) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cells", help="folder of study-cN-SAMPLER-sSEED.npz files")
-    p.add_argument("--logs", default=None, help="folder with c0-log.csv, c9-log.csv and their train configs")
+    p.add_argument("--logs", default=None,
+                   help="folder with study-c0.csv and study-c9.csv (training/logs; configs from training/runs.json)")
     p.add_argument("--step", type=int, default=None, help="the training step compared (for the table)")
     add_report_options(p, "study-table")
     a = p.parse_args(argv)

@@ -2,9 +2,11 @@
 loss and validation loss, and molecule stability, against molecules seen (runs with different
 batch sizes share one axis).
 
-    .venv/bin/python benchmarks/plot_training.py training/qm9-small-c9-cpu6 docs/figures/training_qm9.png \
+    .venv/bin/python benchmarks/plot_training.py qm9-small-c9-gpu5 docs/figures/training_qm9.png \
         --points docs/figures/model_card_history.json
 
+RUN is a run folder (its exported model/config.json names the lineage) or the name of a run in
+training/runs.json (finished runs: their logs are training/logs/NAME.csv).
 --points: a JSON list of measured samples, {"molecules_seen", "sampler", "n", "molecule_stability",
 "atom_stability", "validity"} and optionally "steps" (default 1000), e.g. each model-card measurement; stability logged during training
 (ead train --sample-every) is plotted too.
@@ -23,15 +25,47 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "training" / "runs.json"
+
+
+def log_of(run: str | Path) -> Path:
+    """The log of a run: its folder's log.csv while it exists (a run in progress), else the
+    finished run's training/logs/NAME.csv."""
+    run = Path(run)
+    if (run / "log.csv").exists():
+        return run / "log.csv"
+    return ROOT / "training" / "logs" / f"{run.name}.csv"
+
+
+def _table() -> dict[str, dict]:
+    return {e["run"]: e for e in json.loads(RUNS.read_text())} if RUNS.exists() else {}
+
+
 def segments(run: Path) -> list[tuple[Path, int, int, int | None]]:
     """[(log.csv, batch size, molecules seen before it, its last step or None)] for the lineage
-    of run, oldest first."""
-    card = json.loads((run / "model" / "config.json").read_text()).get("card", {})
+    of run, oldest first: from the run's exported model card, else from training/runs.json."""
+    config = Path(run) / "model" / "config.json"
+    if config.exists():
+        card = json.loads(config.read_text()).get("card", {})
+        chain = [(s["run"], s["batch_size"], s["steps"]) for s in card.get("continues", [])]
+        chain.append((run, card.get("batch_size", 64), None))
+    else:
+        table = _table()
+        name = Path(run).name
+        if name not in table:
+            raise SystemExit(f"{run}: no model/config.json and no entry in {RUNS}")
+        chain, last = [], None
+        while name is not None:
+            e = table[name]
+            chain.insert(0, (ROOT / e["log"], e["batch_size"], last))
+            init = e.get("init_from")
+            name, last = (init["run"], init["step"]) if init else (None, None)
     out, seen = [], 0
-    for seg in card.get("continues", []):
-        out.append((Path(seg["run"]) / "log.csv", seg["batch_size"], seen, seg["steps"]))
-        seen += seg["steps"] * seg["batch_size"]
-    out.append((run / "log.csv", card.get("batch_size", 64), seen, None))
+    for where, batch, last in chain:
+        out.append((where if str(where).endswith(".csv") else log_of(where), batch, seen, last))
+        if last is not None:
+            seen += last * batch
     return out
 
 
