@@ -5,7 +5,7 @@ Reproduce (a GPU makes it minutes; on 2 CPU cores it is days):
     # train both to the same step (every checkpoint kept), here 8,000 steps at batch 256
     ead train --preset small --window 0 --lr 3e-4 --batch-size 256 --keep-checkpoints 0 --run-dir runs/c0
     ead train --preset small --window 9 --lr 3e-4 --batch-size 256 --keep-checkpoints 0 --run-dir runs/c9
-    # sample ≥ 500 molecules per cell and seed (benchmarks/gpu_session.py does all of this in one go)
+    # sample ≥ 500 molecules per cell and seed (scripts/gpu_session.py does all of this in one go)
     python benchmarks/sample_grid.py sample cells.json --out cells/ --device cuda
     # evaluate here and write the table into the doc
     python benchmarks/async_vs_sync.py CELLS_DIR --logs training/logs --update-doc docs/async-vs-sync.md

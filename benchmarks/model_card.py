@@ -5,7 +5,7 @@ connectivity (+ PoseBusters on a subsample when the package is installed).
     # or render the table from cells sampled elsewhere (benchmarks/sample_grid.py evaluate --json):
     .venv/bin/python benchmarks/model_card.py --from-grid metrics.json --update-doc docs/model-card.md \
         --history docs/figures/model_card_history.json
-    (benchmarks/refresh_card.sh runs the whole CPU measurement: sampling, evaluation, table, history)
+    (scripts/refresh_card.sh runs the whole CPU measurement: sampling, evaluation, table, history)
 
 Prints a markdown table; the JSON keeps every number (and the command) for the card."""
 

@@ -1,7 +1,7 @@
 """The adaptive sampler's sweep (issue 5), like the paper's ablation: λ ∈ {0.6 … 1.0} × w ∈ {1, 2, 5},
 and the length of the synchronous warm-up (t_async), on one model.
 
-    # the cells (then sample them: here, or on a GPU through benchmarks/gpu_session.py)
+    # the cells (then sample them: here, or on a GPU through scripts/gpu_session.py)
     python benchmarks/sampler_sweep.py cells --model qm9 --steps 100 -n 500 > sweep.json
     python benchmarks/sample_grid.py sample sweep.json --out sweep/ --threads 1
     # the table, into the doc

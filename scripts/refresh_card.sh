@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Ship a run of the lineage and measure its model card on this CPU, in one command:
-#   bash benchmarks/refresh_card.sh RUN OUTDIR
+#   bash scripts/refresh_card.sh RUN OUTDIR
 # Stop the training first: this needs both cores (on the 2-core AMD EPYC machines 10-20 minutes to
 # draw the three samplers' 1,000 molecules two at a time, then 20-45 minutes of PoseBusters: 35 min
-# in all in session 13, 65 in session 11).
-#   1. benchmarks/ship_model.sh RUN: its EMA model becomes src/ead/pretrained/qm9
+# in all and 65 min on two such machines).
+#   1. scripts/ship_model.sh RUN: its EMA model becomes src/ead/pretrained/qm9
 #   2. OUTDIR/cells.json: the card's cells (each sampler at the model's defaults, seed 0), drawn by
 #      two benchmarks/sample_grid.py workers on one thread each (a rerun skips finished cells)
 #   3. sample_grid.py evaluate (protocol, connectivity, PoseBusters) → docs/figures/model_card.json
@@ -20,8 +20,9 @@ RUN=${1:?usage: refresh_card.sh RUN OUTDIR}
 OUT=${2:?usage: refresh_card.sh RUN OUTDIR}
 N=${CARD_N:-1000}
 PY=.venv/bin/python
-[ -f "$RUN/model/config.json" ] || { echo "refresh_card.sh: no exported model in $RUN/model" >&2; exit 2; }
-bash benchmarks/ship_model.sh "$RUN"
+[ -f "$RUN/model/config.json" ] || [ -f "$RUN/checkpoints/latest" ] || {
+  echo "refresh_card.sh: no exported model or checkpoint in $RUN" >&2; exit 2; }
+bash scripts/ship_model.sh "$RUN"
 mkdir -p "$OUT"
 $PY - "$OUT/cells.json" "$N" <<'PY'
 import json, sys

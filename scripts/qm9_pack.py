@@ -1,8 +1,8 @@
 """Pack the QM9 cache (≈ 36 MB npz) small enough to travel to a lent GPU machine with the working
 tree (64 MiB in all), and unpack it there, bit for bit.
 
-    python benchmarks/qm9_pack.py pack   ~/.cache/ead/qm9_v1.npz .devcache/qm9_v1.pack
-    python benchmarks/qm9_pack.py unpack .devcache/qm9_v1.pack  $EAD_CACHE/qm9_v1.npz
+    python scripts/qm9_pack.py pack   ~/.cache/ead/qm9_v1.npz .devcache/qm9_v1.pack
+    python scripts/qm9_pack.py unpack .devcache/qm9_v1.pack  $EAD_CACHE/qm9_v1.npz
 
 Coordinates are float32 with ten-decimal sources, so their low bytes are close to random; storing
 each of the four bytes of every float as its own plane before LZMA lets the compressor find the

@@ -1,7 +1,7 @@
-"""One lent-GPU session, planned to the second (device time is short and a command is cut at its
-limit): everything the GPU is good for in issues 4 and 5, in one command.
+"""One session on a rented GPU, planned to the second (device time is short and a command is cut at
+its limit): continue the shipped lineage, train the equal-compute study, sample, benchmark.
 
-    python benchmarks/gpu_session.py --out $OUT --budget 540
+    python scripts/gpu_session.py --out $OUT --budget 540
 
 Phases (times from the start; what is finished is packed into --out at once, so a command cut
 short still brings its results back):
@@ -18,38 +18,22 @@ Outputs (at most 8 files): log.txt, ship.tar.partNN (the continued run: last che
 study.tar (both models at the common step, logs), samples.tar (the cells), misc.tar (checks, bench,
 training output). Evaluate the cells here afterwards: benchmarks/sample_grid.py evaluate.
 
-Seen on an H200 (2026-11-26; 15 minutes of device time, about 30 s to start a machine): three
-small-preset trainings side by side run at 0.037 s/step each (0.029 alone), so 5 minutes give each
-about 8,000 steps at batch 256; sampling is the slow part — with three workers sharing the GPU a
-1000-step cell of 1,000 molecules took about 55 s (CUDA graphs on), so order the cells by value.
-Second session (same kind): cuda_check 23 s; the shipped run alone 0.033 s/step at batch 256
-(host-bound: see docs/speed.md); 260 s of sampling with three workers drew the card (3 × 1,000),
-the whole step grid and the 15 λ × w cells at 1000 steps (500 each). One call of 530 s left time
-for a second, warm call of 210 s (no start cost) that trained on — plan both.
-Third session (same kind, training only: `--runs ship --no-check --no-bench --sample-until 0`): the
-shipped run alone at batch 256, lr 2e-4, 14,544 steps in a 523-s call and 5,303 more in a warm 202-s
-call (0.034 s/step), 51 epochs in all. The device has no `pip install -e`: export
-PYTHONPATH=$PWD/src first (a call without it failed at once).
-Fourth session (same kind, 2026-11-27, the same training-only flags): 14,360 steps in a 505-s call
-(0.031 s/step; the machine's start and the transfers cost ~50 s more) and 4,402 in a warm 183-s call
-(0.034 s/step, --ship-from the first call's run, which it resumed): 48 epochs, 138 s of the 900 left.
-Fifth session (same kind, 2026-11-27): 11,200 steps in a 510-s call (0.040 s/step, slower than
-before on the same kind); the machine was given back 30 s after the call (idle_release_s is now
-30, so the warm second call was lost while the run was unpacked here) and a cold second call of
-181 s resumed it to step 14,735: 38 epochs, 83 s left. So the second call now needs nothing from
-the first's output: send it at once with --continue-here (it resumes the run the first call left
-in --work on the still-warm machine, and exits 3 within seconds on a fresh one: then bring the
-first call's run home, prune and send it cold with --ship-from that run).
-Sixth session (same kind, 2026-11-27, from cpu10's step 9,398): 12,631 steps in a 509-s call
-(0.039 s/step) and, sent at once with --continue-here, 5,471 more in a warm 248-s call: 46 epochs,
-EMA validation loss 0.13116 → 0.13043, 67 s left. Each call spent ~10 s starting samplers with
---sample-until 0; they are no longer started when the sampling deadline has passed.
-Before the call run `bash benchmarks/device_prune.sh` (the working tree outgrew the upload limit:
+Measured on an H200 (15 minutes of device time, about 30 s to start a machine): three small-preset
+trainings side by side run at 0.037 s/step each (0.029 alone), so 5 minutes give each about 8,000
+steps at batch 256; the shipped run alone takes 0.031-0.040 s/step at batch 256 (host-bound:
+docs/speed.md), 11,000-14,500 steps in a ~510-s call. Sampling is the slow part: with three workers
+sharing the GPU a 1000-step cell of 1,000 molecules took about 55 s (CUDA graphs on), so order the
+cells by value. Training only: `--runs ship --no-check --no-bench --sample-until 0`. A second call
+on the still-warm machine continues with --continue-here (it resumes the run the first call left in
+--work, and exits 3 within seconds on a fresh machine: then bring the first call's run home and
+send it again with --ship-from that run). The device has no `pip install -e`: export
+PYTHONPATH=$PWD/src first.
+Before the call run `bash scripts/device_prune.sh` (if the working tree is over the upload limit:
 it deletes what this script does not read, from the working tree only) and afterwards
-`bash benchmarks/device_prune.sh --restore`; then `python benchmarks/gpu_bring_back.py FILES_AT`
+`bash scripts/device_prune.sh --restore`; then `python scripts/gpu_bring_back.py FILES_AT`
 puts the last call's ship.tar(.partNN) in training/qm9-small-c9-gpuN and points
 training/current_run at it.
-Carry the QM9 cache in an ignored folder, packed by benchmarks/qm9_pack.py (24.7 MB: the working
+Carry the QM9 cache in an ignored folder, packed by scripts/qm9_pack.py (24.7 MB: the working
 tree and the carried paths travel within 64 MiB together), and unpack it into $EAD_CACHE first; the
 device has torch and lightning but not RDKit, so nothing here may import it.
 """
@@ -67,9 +51,9 @@ import tarfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-ROOT = HERE.parent
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"   # sample_grid.py, sampler_sweep.py, cuda_check.py
+sys.path.insert(0, str(BENCH))
 PY = sys.executable
 PART = 15 * 2**20
 
@@ -206,7 +190,7 @@ def sample_cells(s, a, grid: list[dict], cuda: bool) -> None:
     deadline = s.t0 + a.sample_until
     workers = {}
     for k in range(a.workers):
-        cmd = [PY, str(HERE / "sample_grid.py"), "sample", str(s.work / "cells.json"), "--out", str(samples),
+        cmd = [PY, str(BENCH / "sample_grid.py"), "sample", str(s.work / "cells.json"), "--out", str(samples),
                "--device", "cuda" if cuda else "cpu", "--deadline", str(deadline), "--worker", str(k),
                "--workers", str(a.workers), "--threads", "2", *(["--cuda-graph"] if cuda else [])]
         workers[f"sampler{k}"] = subprocess.Popen(cmd, stdout=open(s.work / "misc" / f"sample-{k}.out", "w"),
@@ -272,7 +256,7 @@ def main(argv=None) -> int:
 
     # 0 ------------------------------------------------------------------ CUDA checks
     if cuda and not a.no_check:
-        s.run("cuda_check", [PY, str(HERE / "cuda_check.py")], timeout=100)
+        s.run("cuda_check", [PY, str(BENCH / "cuda_check.py")], timeout=100)
         s.pack_misc()
 
     # 1 ------------------------------------------------------------------ training

@@ -1,14 +1,14 @@
-"""Bring the shipped run's GPU stretch home from a benchmarks/gpu_session.py call's output.
+"""Bring the shipped run's GPU stretch home from a scripts/gpu_session.py call's output.
 
-    .venv/bin/python benchmarks/gpu_bring_back.py FILES_AT [--run training/qm9-small-c9-gpuN]
+    .venv/bin/python scripts/gpu_bring_back.py FILES_AT [--run training/qm9-small-c9-gpuN]
 
 FILES_AT is the folder the device tool put the call's files in (ship.tar, or ship.tar.part00,
 part01, … when it was split). The run (checkpoint, exported model, log, train_config.json) lands
 in --run (default: the next training/qm9-small-c9-gpuN), its train_config.json's run_dir names it
 there instead of the device's /tmp folder, and training/current_run points at it, so
-benchmarks/train_shipped.sh opens the next CPU stretch from it and benchmarks/ship_model.sh
+scripts/train_shipped.sh opens the next CPU stretch from it and scripts/ship_model.sh
 exports it. Nothing is moved into place unless the archive holds a complete checkpoint.
-Run `bash benchmarks/device_prune.sh --restore` first if the tree was pruned for the call.
+Run `bash scripts/device_prune.sh --restore` first if the tree was pruned for the call.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def next_gpu_run(training: Path) -> Path:
-    taken = [int(m.group(1)) for p in training.glob("qm9-small-c9-gpu*")
-             if (m := re.fullmatch(r"qm9-small-c9-gpu(\d*)", p.name)) and m.group(1)]
+    """The next free qm9-small-c9-gpuN: above every run folder and every finished run's log."""
+    names = [p.name for p in training.glob("qm9-small-c9-gpu*")]
+    names += [p.stem for p in (training / "logs").glob("qm9-small-c9-gpu*.csv")]
+    taken = [int(m.group(1)) for n in names if (m := re.fullmatch(r"qm9-small-c9-gpu(\d*)", n)) and m.group(1)]
     return training / f"qm9-small-c9-gpu{max(taken, default=0) + 1}"
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Resume the training of the shipped QM9 model (issue 5) on this machine's CPU. The run folder is
-# committed with its last checkpoint, so every session can continue it; stop it with SIGTERM (it
-# checkpoints first), then export with benchmarks/ship_model.sh. A session lent a GPU continues it
-# faster with benchmarks/gpu_session.py (batch 256 via --init-from).
+# Resume the training of the shipped QM9 model on this machine's CPU. The run folder is committed
+# with its one resumable checkpoint (overwritten in place: --keep-checkpoints 1), so any clone can
+# continue it; stop it with SIGTERM (it checkpoints first), then ship with scripts/ship_model.sh.
+# On a GPU the same lineage continues with `ead train --init-from RUN --accelerator cuda
+# --batch-size 256 --run-dir …` (scripts/gpu_session.py does that on a rented machine).
 # The run it continues is named in training/current_run (one line; ship_model.sh, device_prune.sh
 # and gpu_session.py read it too). Each stretch of the lineage starts from the one before with
 # --init-from, which matters only on the first start: afterwards the run resumes its own checkpoint.
@@ -15,7 +16,7 @@
 # served to cpu9; by then its weights were noisier than the batch-256 GPU stretches' (validation loss
 # of the raw weights 0.1339 against 0.1319) and the EMA did not catch up: from the same checkpoint,
 # lr 5e-5 gave EMA validation loss 0.13145 after 1,000 steps against 0.13154 for 1e-4 (raw 0.1326 vs
-# 0.1339; benchmarks/results/cpu-2026-11-27-s12/lr-branch/).
+# 0.1339; benchmarks/results/learning-rate/).
 # Pass --max-hours H to stop in time (it counts this run's earlier hours too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,8 @@ if [ "$(field "$LATEST" batch_size)" = 64 ]; then
   RUN=$LATEST; INIT=$(field "$LATEST" init_from); LR=$(field "$LATEST" lr)
 else
   LR=$NEW_LR
-  last=$(ls -d training/qm9-small-c9-cpu* 2>/dev/null | sed -n 's/.*-cpu\([0-9]*\)$/\1/p' | sort -n | tail -1)
+  last=$(ls -d training/qm9-small-c9-cpu* training/logs/qm9-small-c9-cpu*.csv 2>/dev/null \
+    | sed -n 's/.*-cpu\([0-9]*\)\(\.csv\)\{0,1\}$/\1/p' | sort -n | tail -1)
   RUN=training/qm9-small-c9-cpu$(( ${last:-0} + 1 )); INIT=$LATEST
   echo "$RUN" > training/current_run
   echo "new CPU stretch $RUN --init-from $INIT (training/current_run updated)"
