@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Conditional generation end to end (docs/conditional.md): sample a conditional model with targets
 # drawn as EDM's protocol draws them, and at three fixed targets, then score every file with a
-# property predictor. Defaults: the α demo of session 7 (training/qm9-small-c9-alpha,
-# training/predictor-alpha); the few-step sampler (100 steps, sde-dpm2m), float32, seed 0.
+# property predictor. Defaults: the α demo's run folders (training/qm9-small-c9-alpha,
+# training/predictor-alpha: retrain them or restore them from git, docs/conditional.md); the
+# few-step sampler (100 steps, sde-dpm2m), float32, seed 0.
 #   bash benchmarks/conditional_demo.sh [MODEL_DIR PREDICTOR_DIR OUT_DIR N "T1 T2 T3"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
