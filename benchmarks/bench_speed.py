@@ -1,4 +1,5 @@
-"""Speed benchmark of issue 4 — the same as `ead bench` (see src/ead/bench.py and docs/speed.md).
+"""Speed benchmark — the same as `ead bench` (src/ead/speed.py, docs/speed.md), with the dense
+EDM-layout baseline of edm_baseline.py beside this script.
 
     .venv/bin/python benchmarks/bench_speed.py                    # paper + small, ~3 min on 2 cores
     .venv/bin/python benchmarks/bench_speed.py --quick            # seconds: checks that it runs
@@ -7,7 +8,7 @@
 
 import sys
 
-from ead.bench import main
+from ead.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,4 +1,4 @@
-"""Measure a dummy-atom model (method.md §8, docs/dummy-atoms.md): how the sizes it chooses compare
+"""Measure a dummy-atom model (docs/method.md §8, docs/dummy-atoms.md): how the sizes it chooses compare
 with the training data's p(M), and the protocol metrics of its molecules.
 
     python benchmarks/dummy_atoms.py MODEL_DIR --out DIR [-n 500] [--steps 100] [--seed 0]

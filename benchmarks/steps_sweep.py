@@ -1,6 +1,6 @@
 """Few-step sampling (issue 4, item 3): molecule stability against the number of network steps.
 
-Samples N molecules with each sampler at each step budget (strided grids, method.md §6–7: no
+Samples N molecules with each sampler at each step budget (strided grids, docs/method.md §6–7: no
 retraining), scores them with the EDM protocol and writes a Markdown table and a PNG plot.
 
     .venv/bin/python benchmarks/steps_sweep.py --model qm9 -n 1000            # the real run
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from ead.pipeline import write_atomic
+from ead.io import write_atomic
 
 
 def parse_args(argv):
@@ -162,7 +162,7 @@ def _pct(p, n) -> str:
 
 
 def _machine() -> str:
-    from ead.bench import machine_info
+    from ead.speed import machine_info
 
     m = machine_info()
     return f"{m['cpu']} ({m['cores']} cores, {m['threads']} threads)"

@@ -17,7 +17,7 @@ def qm9_train():
 
 @pytest.fixture(scope="session")
 def tiny_config(qm9_train):
-    from ead.config import ModelConfig
+    from ead.model.config import ModelConfig
 
     return ModelConfig.from_preset("micro", size_histogram=qm9_train.size_histogram(), window=3)
 

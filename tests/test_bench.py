@@ -1,11 +1,16 @@
-"""Speed work (issue 4): every trick gives the plain model's ε̂; the dense EDM-layout baseline
-computes the same function; `ead bench --quick` runs."""
+"""Speed work: every trick gives the plain model's ε̂; the dense EDM-layout baseline
+(benchmarks/edm_baseline.py) computes the same function; `ead bench --quick` runs."""
+
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from ead.bench import (DenseDenoiser, DenseSamplingDenoiser, PeakMemory, dense_mask, from_dense,
-                       to_dense)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from edm_baseline import DenseDenoiser, DenseSamplingDenoiser, dense_mask, from_dense, to_dense  # noqa: E402
+
+from ead.speed import PeakMemory  # noqa: E402
 from ead.data.batch import full_edges, molecule_index, remove_mean
 from ead.diffusion import noise as noise_mod
 from ead.diffusion.sampler import CudaGraphDenoiser, accelerate

@@ -183,7 +183,7 @@ def test_tab_completion_script_completes_verbs_options_and_choices(tmp_path):
 @pytest.mark.parametrize("content,message", [('{"format": "x"}', "not an EAD model config"),
                                              ("garbage{", "corrupt model config"), (None, "missing model config")])
 def test_bad_model_config_is_one_line_for_every_verb(tmp_path, capsys, content, message):
-    """One reader (ead.config.read_model_meta) for sample, info and the Python API."""
+    """One reader (ead.model.config.read_model_meta) for sample, info and the Python API."""
     from ead.cli import main
 
     (tmp_path / "m").mkdir()
@@ -198,7 +198,8 @@ def test_bad_model_config_is_one_line_for_every_verb(tmp_path, capsys, content, 
 
 
 def test_info_prints_versions_cache_and_a_readable_card(capsys):
-    from ead.cli import _card_summary, main
+    from ead.cli import main
+    from ead.cli.info import _card_summary
 
     assert main(["info"]) == 0
     out = capsys.readouterr().out
@@ -215,7 +216,7 @@ def test_precision_auto_is_bf16_only_where_the_cpu_has_amx(trained, monkeypatch)
     import torch
 
     from ead import EADError
-    from ead import pipeline
+    from ead import device as pipeline   # the precision helpers
 
     cpu = torch.device("cpu")
     assert pipeline.resolve_precision("fp32", cpu) is None and pipeline.resolve_precision("bf16", cpu) == "bf16"

@@ -1,4 +1,4 @@
-"""Conditional generation (method.md §9): properties as context, in training and in sampling."""
+"""Conditional generation (docs/method.md §9): properties as context, in training and in sampling."""
 
 import numpy as np
 import pytest
@@ -6,12 +6,13 @@ import torch
 
 from ead import EADError
 from ead.cli import main
-from ead.config import ModelConfig
+from ead.model.config import ModelConfig
 from ead.data.files import read_molecules, write_sdf
 from ead.data.properties import (context_stats, draw_targets, parse_conditions, resolve_targets,
                                  size_quantiles)
 from ead.pipeline import EAD
-from ead.train import TrainConfig, context_array, train
+from ead.train import TrainConfig, train
+from ead.train.data import context_array
 
 
 def test_stats_and_quantiles_follow_the_data():

@@ -1,4 +1,4 @@
-"""Dummy-atom size mode (method.md §8): slots padded with an "absent" type, in data, training and
+"""Dummy-atom size mode (docs/method.md §8): slots padded with an "absent" type, in data, training and
 sampling; and the conversion of a p(M) run into a dummy-atom one by --init-from."""
 
 import numpy as np
@@ -7,13 +7,16 @@ import torch
 
 from ead import EADError
 from ead.cli import main
-from ead.config import ModelConfig
+from ead.model.config import ModelConfig
 from ead.data.batch import FeatureEncoder, collate
 from ead.data.elements import ABSENT
 from ead.diffusion.sampler import SampleResult
-from ead.diffusion.schedules import TrainingWindow
-from ead.pipeline import EAD, build_denoiser, drop_empty, split_result
-from ead.train import TrainConfig, _init_widening, _widen_inputs, train
+from ead.diffusion.loss import TrainingWindow
+from ead.model.build import build_denoiser
+from ead.pipeline import EAD, drop_empty, split_result
+from ead.train import TrainConfig, train
+from ead.train.checkpoint import init_widening as _init_widening
+from ead.train.checkpoint import widen_inputs as _widen_inputs
 
 
 def test_padding_keeps_real_atoms_and_puts_absent_ones_at_the_centroid(qm9_train):

@@ -1,4 +1,4 @@
-"""Protocol metrics (evaluation.md §2–4): bond-order rule, stability, validity and friends."""
+"""Protocol metrics (docs/evaluation.md §2–4): bond-order rule, stability, validity and friends."""
 
 import json
 from pathlib import Path
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ead import EADError
-from ead.metrics import bonds
-from ead.metrics.bonds import bond_matrix, bond_order_pairs
+from ead.data import bonds
+from ead.data.bonds import bond_matrix, bond_order_pairs
 from ead.metrics.chem import chem_metrics, protocol_smiles, reference_smiles, smiles_of, protocol_mol
 from ead.metrics.evaluate import evaluate_molecules
 from rdkit import Chem
@@ -17,7 +17,7 @@ from ead.metrics.stability import as_molecule_set, infer_bonds, stability
 H, B, C, N, O, F, P, S, CL, AS = 1, 5, 6, 7, 8, 9, 15, 16, 17, 33
 SYM = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
 
-# evaluation.md §2, written out independently of bond_lengths.json
+# docs/evaluation.md §2, written out independently of bond_lengths.json
 SPEC_SINGLE = {
     "H": {"H": 74, "C": 109, "N": 101, "O": 96, "F": 92},
     "C": {"H": 109, "C": 154, "N": 147, "O": 143, "F": 135},
@@ -221,7 +221,7 @@ def test_bad_input_is_a_clear_error():
 
 # ------------------------------------------------------------------- QM9 training split
 # Computed once with this implementation (which reproduces the full-split reference values of
-# evaluation.md §5 exactly) on the first 2,000 molecules of EDM's training split.
+# docs/evaluation.md §5 exactly) on the first 2,000 molecules of EDM's training split.
 SUBSET_N = 2000
 SUBSET_ATOMS, SUBSET_STABLE_ATOMS = 36076, 35856
 SUBSET_STABLE_MOLS, SUBSET_VALID, SUBSET_UNIQUE = 1906, 1960, 1960

@@ -77,7 +77,7 @@ def test_fused_edge_projection_equals_concatenation(net):
 
 
 def test_paper_preset_size():
-    from ead.config import PRESETS
+    from ead.model.config import PRESETS
 
     layers, hidden = PRESETS["paper"]
     m = Denoiser(6, 0, hidden=hidden, layers=layers)

@@ -9,7 +9,7 @@ import torch
 from ead import EADError
 from ead.data.batch import full_edges, molecule_index, remove_mean
 from ead.diffusion.noise import NoiseSchedule, strided_times
-from ead.diffusion.schedules import TrainingWindow
+from ead.diffusion.loss import TrainingWindow
 
 
 def test_polynomial_2_table():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from conftest import random_rotation
 from ead import EADError
-from ead.config import ModelConfig
+from ead.model.config import ModelConfig
 from ead.data.batch import molecule_index, remove_mean
 from ead.diffusion.sampler import run_sampler
 from ead.diffusion.schedules import make_schedule

@@ -26,8 +26,8 @@ def test_tiny_model_overfits_a_handful_of_qm9_molecules(tmp_path, qm9_train):
     eight = qm9_train.subset(np.arange(8))
     cfg = _cfg(tmp_path)
     torch.manual_seed(cfg.seed)
-    from ead.config import ModelConfig
-    from ead.pipeline import build_denoiser
+    from ead.model.config import ModelConfig
+    from ead.model.build import build_denoiser
 
     fresh = EAD(ModelConfig.from_preset("tiny", size_histogram=eight.size_histogram()),
                 build_denoiser(ModelConfig.from_preset("tiny")))
@@ -153,7 +153,7 @@ def test_restored_optimizer_moments_follow_the_model_to_its_device():
     """A checkpoint is restored after the model has been placed on its device: the AdamW moments go
     to each parameter's device (a resumed CUDA run once failed with them left on the CPU). The
     'meta' device stands in for the GPU here."""
-    from ead.train import _load_optimizer_tensors
+    from ead.train.checkpoint import load_optimizer_tensors as _load_optimizer_tensors
 
     model = torch.nn.Linear(3, 1, bias=False, device="meta")
     w = model.weight
@@ -203,7 +203,7 @@ def test_gradnorm_history_and_clipping_match_edm_on_host():
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     """The NaN check runs on the device and is read at log/save time: a NaN at step 6 stops the run
     at the next save (step 8) with one clear error, and the latest checkpoint stays step 4."""
-    import ead.train as tr
+    import ead.train.generator as tr   # where the loop looks the loss up
 
     real, calls = tr.diffusion_loss, {"n": 0}
 
@@ -241,7 +241,7 @@ def test_run_clock_turns_sigterm_into_a_stop_request_and_counts_earlier_time():
 def test_bf16_training_warns_only_on_a_cpu_without_amx(monkeypatch):
     import torch
 
-    from ead import train as train_mod
+    from ead.train import generator as train_mod
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     for amx in (True, False):

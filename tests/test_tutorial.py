@@ -93,7 +93,7 @@ class Runner:
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory, qm9_train):
-    from ead.config import ModelConfig
+    from ead.model.config import ModelConfig
     from ead.pipeline import EAD, available_models
 
     work = tmp_path_factory.mktemp("tutorial")

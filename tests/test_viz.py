@@ -16,7 +16,7 @@ from PIL import Image
 
 from ead import EADError
 from ead.cli import main
-from ead.config import ModelConfig
+from ead.model.config import ModelConfig
 from ead.data.files import read_molecules, write_sdf
 from ead.pipeline import EAD
 from ead.viz.analysis import analyse, markdown, plot_asynchrony, ring_atoms, sign_test

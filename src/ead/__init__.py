@@ -1,10 +1,11 @@
-"""EAD: Equivariant Asynchronous Diffusion for 3D molecule generation (An et al., arXiv 2603.10093)."""
+"""EAD: Equivariant Asynchronous Diffusion for 3D molecule generation (An et al., arXiv 2603.10093).
 
-__version__ = "0.1.0"
+Layers (each imports only those before it; tests/test_layout.py checks it): errors, version, io,
+device → data → metrics | model → diffusion → pipeline → train → cli (speed and viz beside train).
+"""
 
-
-class EADError(Exception):
-    """An error a user can cause (bad file, bad option, bad checkpoint): the CLI prints one line."""
+from .errors import EADError
+from .version import __version__
 
 
 def __getattr__(name):  # lazy: `import ead` stays cheap, `ead.EAD` loads torch

@@ -9,7 +9,7 @@ Weights are safetensors, the configuration JSON: loading never unpickles anythin
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -18,92 +18,25 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from . import EADError, __version__
-from .config import ModelConfig, read_model_meta
+from .errors import EADError
+from .version import __version__
 from .data.batch import FeatureEncoder
 from .data.elements import ABSENT
 from .data.properties import check_condition, normalise, resolve_targets, sizes_given_targets
 from .diffusion.noise import NoiseSchedule
 from .diffusion.sampler import SampleResult, run_sampler
-from .diffusion.schedules import SAMPLERS, make_schedule
+from .diffusion.schedules import SAMPLERS, SamplerConfig, build_schedule
+from .device import resolve_device, resolve_precision
+from .io import write_atomic
+from .model.build import build_denoiser
+from .model.config import ModelConfig, read_model_meta
 from .model.egnn import Denoiser
 
 PRETRAINED_DIR = Path(__file__).with_name("pretrained")
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
-# A model's sampler defaults when its config names none: the paper's adaptive sampler at steps = T
-# (its own T, not 1000: a model trained with --timesteps 500 must sample with its defaults). The
-# shipped QM9 model overrides them with the few-step setting its card measures (ship_model.sh).
-DEFAULT_SAMPLER = {"sampler": "adaptive", "spacing": "uniform"}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise EADError("--device cuda asked for, but no CUDA device is available")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise EADError(f"unknown device {device!r}; use cpu, cuda or auto") from None
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset:
-    """The CPU's feature flags from /proc/cpuinfo (Linux; empty elsewhere), read once."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def has_fast_bf16(device: torch.device) -> bool:
-    """True on CPUs with AMX-BF16 tiles (bf16 matrix products ~6.6x the fp32 rate measured here)."""
-    if device.type != "cpu":
-        return False
-    if cpu_flags():
-        return "amx_bf16" in cpu_flags()
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)   # private: other OSes
-    return bool(probe()) if probe is not None else False
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def resolve_precision(precision: str | None, device: torch.device) -> str | None:
-    """The network's sampling precision: None (float32) or "bf16" (bfloat16 autocast).
-
-    "auto" = bf16 on CPUs with AMX, where it is 1.3-1.8x faster per call and the molecules are the
-    same in distribution (docs/speed.md: same-seed cells agree within their standard errors); float32
-    elsewhere, GPUs included (bf16 there is a speed option, not yet checked for quality)."""
-    if precision in (None, "fp32"):
-        return None
-    if precision == "bf16":
-        return "bf16"
-    if precision == "auto":
-        return "bf16" if has_fast_bf16(device) else None
-    raise EADError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-
-
-def build_denoiser(cfg: ModelConfig) -> Denoiser:
-    return Denoiser(cfg.num_features, len(cfg.context), cfg.hidden, cfg.layers,
-                    attention=cfg.attention, tanh=cfg.tanh, coords_range=cfg.coords_range,
-                    norm_constant=cfg.norm_constant, normalization_factor=cfg.normalization_factor)
-
-
-def write_atomic(path: Path, write) -> None:
-    """Write through `write(tmp_path)` into a temp file beside `path`, then rename into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+# A model's sampler defaults when its config names none are SamplerConfig's: the paper's adaptive
+# sampler at steps = T (its own T, not 1000: a model trained with --timesteps 500 must sample with
+# its defaults). The shipped QM9 model overrides them with the few-step setting its card measures.
 
 
 class EAD:
@@ -116,7 +49,7 @@ class EAD:
         self.denoiser = (denoiser or build_denoiser(config)).to(self.device).eval()
         self.noise = NoiseSchedule(config.noise_schedule, config.timesteps, config.noise_precision)
         self.encoder = FeatureEncoder(config.feature_types, config.include_charges)
-        self.sampler_defaults = {**DEFAULT_SAMPLER, **(sampler_defaults or {})}
+        self.sampler_defaults = sampler_defaults
         self.card = card or {}
         # On a GPU the sampling loop replays the denoiser as one captured CUDA graph per batch
         # (2.1x faster per call on an H200, outputs equal to 3e-7: docs/speed.md); False = eager.
@@ -125,6 +58,16 @@ class EAD:
         # "auto" = bf16 where the CPU has AMX (`resolve_precision`; the command line's default)
         self.autocast: str | None = None
         self._accelerated: tuple | None = None
+
+    @property
+    def sampler_defaults(self) -> dict:
+        """The model's sampler settings (a SamplerConfig's set fields), as saved in config.json."""
+        return self.sampler_config.to_dict()
+
+    @sampler_defaults.setter
+    def sampler_defaults(self, value: dict | SamplerConfig | None) -> None:
+        self.sampler_config = (value if isinstance(value, SamplerConfig)
+                               else SamplerConfig.from_dict(value, "sampler_defaults fields"))
 
     # ---------------------------------------------------------------- persistence
     @classmethod
@@ -183,12 +126,14 @@ class EAD:
         probs = torch.tensor([hist[int(s)] for s in sizes], dtype=torch.float64)
         return sizes[torch.multinomial(probs / probs.sum(), n, replacement=True, generator=generator)]
 
+    def sampler_settings(self, sampler: str | None = None, **options) -> SamplerConfig:
+        """The model's sampler settings with `options` (SamplerConfig's fields) over them; the
+        window defaults to the model's C."""
+        cfg = self.sampler_config.updated(sampler=sampler, **options)
+        return cfg if cfg.window is not None else dataclasses.replace(cfg, window=self.config.window)
+
     def make_schedule(self, sampler: str | None = None, **options):
-        opts = {**self.sampler_defaults, **{k: v for k, v in options.items() if v is not None}}
-        name = sampler or opts.pop("sampler")
-        opts.pop("sampler", None)
-        opts.setdefault("window", self.config.window)
-        return make_schedule(name, self.noise, **opts)
+        return build_schedule(self.sampler_settings(sampler, **options), self.noise)
 
     def _network(self):
         """The denoiser call the sampling loop makes: the module itself, or its CUDA-graph /
@@ -281,7 +226,7 @@ class EAD:
 
     def sample(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0,
                **kwargs):
-        """n RDKit molecules with 3D conformers, bonds from the distance rule (evaluation.md §2);
+        """n RDKit molecules with 3D conformers, bonds from the distance rule (docs/evaluation.md §2);
         the sampler's settings are stored as molecule properties."""
         from .metrics.chem import protocol_mol
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import EADError
+from ..errors import EADError
+from .bonds import MAX_Z
 from .elements import CHARGE_SCALE, ONE_HOT_SCALE, symbol
 
 
@@ -76,7 +77,7 @@ class MoleculeSet:
     def with_absent(self, max_atoms: int) -> "MoleculeSet":
         """Every molecule padded to `max_atoms` atoms with absent atoms (Z = ABSENT) placed at its
         centroid, so that centring the padded molecule leaves the real atoms where centring them
-        alone would (method.md §8, dummy-atom mode). Real atoms keep their order, absent ones follow."""
+        alone would (docs/method.md §8, dummy-atom mode). Real atoms keep their order, absent ones follow."""
         from .elements import ABSENT
 
         sizes = self.num_atoms
@@ -185,7 +186,7 @@ def full_edges(num_atoms: torch.Tensor) -> torch.Tensor:
 
 
 class FeatureEncoder:
-    """Atomic numbers -> EDM node features [one-hot / 4, Z / 10] and back (method.md §1)."""
+    """Atomic numbers -> EDM node features [one-hot / 4, Z / 10] and back (docs/method.md §1)."""
 
     def __init__(self, atom_types: tuple[int, ...], include_charges: bool = True):
         self.atom_types = tuple(int(z) for z in atom_types)
@@ -235,6 +236,66 @@ def remove_mean(x: torch.Tensor, mol: torch.Tensor, num_molecules: int) -> torch
     total = torch.zeros(num_molecules, x.shape[-1], dtype=x.dtype, device=x.device).index_add_(0, mol, x)
     count = torch.bincount(mol, minlength=num_molecules).clamp_min(1).to(x.dtype).unsqueeze(-1)
     return x - (total / count)[mol]
+
+
+# Speed flag: centre coordinates with counts from index_add instead of bincount. The result is
+# bit-identical, but bincount on CUDA reads its input's maximum back to the host, a sync at every
+# sampling step (and it cannot be captured in a CUDA graph). False = the plain `remove_mean`.
+SYNC_FREE_MEAN = True
+
+
+def center(x: torch.Tensor, mol: torch.Tensor, num_molecules: int) -> torch.Tensor:
+    """Zero centre of mass per molecule, like `remove_mean`, without a host sync."""
+    if not SYNC_FREE_MEAN:
+        return remove_mean(x, mol, num_molecules)
+    total = x.new_zeros((num_molecules, x.shape[-1])).index_add_(0, mol, x)
+    count = x.new_zeros(num_molecules).index_add_(0, mol, x.new_ones(mol.shape[0]))
+    return x - (total / count.clamp_min(1).unsqueeze(-1))[mol]
+
+
+def as_molecule_set(molecules) -> MoleculeSet:
+    """A MoleculeSet from a MoleculeSet or an iterable of (positions [n,3], atomic numbers [n]).
+
+    Positions keep their precision (float64 for a list), unlike MoleculeSet.from_list, so that a
+    distance sitting exactly on a table boundary is judged on the caller's numbers. Empty input,
+    a molecule without atoms, or non-finite coordinates are EADErrors naming the molecule.
+    """
+    if isinstance(molecules, MoleculeSet):
+        mols = molecules
+    else:
+        items = list(molecules)
+        if not items:
+            raise EADError("no molecules to evaluate")
+        pos, zs = [], []
+        for k, (p, z) in enumerate(items):
+            p = np.asarray(p, dtype=np.float64)
+            z = np.asarray(z).reshape(-1)
+            if p.ndim != 2 or p.shape != (len(z), 3):
+                raise EADError(f"molecule {k}: positions of shape {p.shape} do not match "
+                               f"{len(z)} atoms (expected [{len(z)}, 3])")
+            pos.append(p)
+            zs.append(z.astype(np.int64))
+        offsets = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum([len(z) for z in zs], out=offsets[1:])
+        mols = MoleculeSet(np.concatenate(pos), np.concatenate(zs), offsets)
+    if len(mols) == 0:
+        raise EADError("no molecules to evaluate")
+    if (mols.num_atoms < 1).any():
+        raise EADError(f"molecule {int(np.argmin(mols.num_atoms))}: no atoms")
+    bad_z = (mols.atomic_numbers < 1) | (mols.atomic_numbers >= MAX_Z)
+    if bad_z.any():
+        a = int(np.argmax(bad_z))
+        raise EADError(f"molecule {_molecule_of(mols, a)}: atomic number "
+                       f"{int(mols.atomic_numbers[a])} is not an element")
+    finite = np.isfinite(mols.positions).all(1)
+    if not finite.all():
+        raise EADError(f"molecule {_molecule_of(mols, int(np.argmin(finite)))}: "
+                       "coordinates are not finite (NaN or inf)")
+    return mols
+
+
+def _molecule_of(mols: MoleculeSet, atom: int) -> int:
+    return int(np.searchsorted(mols.offsets, atom, side="right") - 1)
 
 
 class SizeBucketBatches:

@@ -1,12 +1,12 @@
 """Element facts used everywhere: symbols, atomic numbers, allowed valences, and the node features.
 
-One source for each fact (design.md): the model's atom-type vocabulary is a tuple of atomic numbers
+One source for each fact (docs/design.md): the model's atom-type vocabulary is a tuple of atomic numbers
 stored in the model config; everything else is looked up here.
 """
 
 from __future__ import annotations
 
-from .. import EADError
+from ..errors import EADError
 
 SYMBOLS = (
     "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br "
@@ -15,7 +15,7 @@ SYMBOLS = (
 ).split()
 ATOMIC_NUMBER = {s: z for z, s in enumerate(SYMBOLS) if z > 0}
 
-# Allowed valences for the stability metric (evaluation.md §3), by atomic number.
+# Allowed valences for the stability metric (docs/evaluation.md §3), by atomic number.
 ALLOWED_VALENCES: dict[int, tuple[int, ...]] = {
     1: (1,), 5: (3,), 6: (4,), 7: (3,), 8: (2,), 9: (1,), 13: (3,), 14: (4,), 15: (3, 5),
     16: (4,), 17: (1,), 33: (3,), 35: (1,), 53: (1,), 80: (1, 2), 83: (3, 5),
@@ -23,7 +23,7 @@ ALLOWED_VALENCES: dict[int, tuple[int, ...]] = {
 
 QM9_TYPES = (1, 6, 7, 8, 9)  # H C N O F
 QM9_NO_H_TYPES = (6, 7, 8, 9)
-# The "absent" atom type of dummy-atom models (method.md §8): a slot with no atom. Its one-hot slot
+# The "absent" atom type of dummy-atom models (docs/method.md §8): a slot with no atom. Its one-hot slot
 # follows the real types; its charge feature is 0.
 ABSENT = 0
 GEOM_TYPES = (1, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 33, 35, 53, 80, 83)

@@ -8,7 +8,7 @@ as in RDKit's SDMolSupplier; messages add the 1-based line number where one is k
 
 Writing never leaves a half-written file: output goes to a hidden temporary file in the target
 folder and is renamed into place (atomic on POSIX) only when the writer closes without an error.
-Bonds in written SDF files come from the distance rule (`ead.metrics.bonds`), which is what every
+Bonds in written SDF files come from the distance rule (`ead.data.bonds`), which is what every
 metric in this package reads, and molecules are written without sanitisation or kekulisation so
 that invalid ones are kept rather than dropped.
 """
@@ -29,8 +29,8 @@ from typing import Iterable, Iterator
 import numpy as np
 from rdkit import Chem, rdBase
 
-from .. import EADError
-from ..metrics.chem import protocol_mol
+from ..errors import EADError
+from .molecule import protocol_mol
 from .elements import SYMBOLS, atomic_number
 
 READ_EXTENSIONS = (".sdf", ".sd", ".mol", ".xyz")
@@ -297,6 +297,9 @@ def _comment_fields(comment: str) -> dict[str, str]:
 
 def _xyz_records(text: str) -> Iterator[tuple[int, int | None, object]]:
     """(index, line, ((pos, z), comment, {}) or an error message) per XYZ block.
+
+    Own parsing (SDF goes through RDKit above): RDKit's MolFromXYZBlock reads one block, so a
+    multi-molecule file, the resume after a damaged block and line-numbered errors need this.
 
     After a bad block, reading resumes at the next line that looks like a count line (one
     integer), so one damaged block does not take the rest of the file with it.

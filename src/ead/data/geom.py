@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import EADError
+from ..errors import EADError
 from .batch import MoleculeSet, _ranges
 
 PERMUTATION_FILE = "geom_permutation.npy"

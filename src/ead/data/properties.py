@@ -1,4 +1,4 @@
-"""Molecular properties as conditioning context (method.md §9, as EDM).
+"""Molecular properties as conditioning context (docs/method.md §9, as EDM).
 
 A conditional model sees each requested property as one extra invariant node feature, the
 molecule's value normalised as (value − mean) / MAD with the training set's mean and mean
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import EADError
+from ..errors import EADError
 
 # QM9's properties in the units of EDM's tables (the cache converts Hartree to meV)
 QM9_UNITS = {"alpha": "Bohr^3", "gap": "meV", "homo": "meV", "lumo": "meV", "mu": "D", "Cv": "cal/(mol K)"}

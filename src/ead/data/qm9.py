@@ -1,4 +1,4 @@
-"""QM9 from the `qm9pack` package, parsed once into a compact cache; EDM's split (evaluation.md §1).
+"""QM9 from the `qm9pack` package, parsed once into a compact cache; EDM's split (docs/evaluation.md §1).
 
 The cache is an .npz (no pickled objects) under `cache_dir()`: $EAD_CACHE, else
 $XDG_CACHE_HOME/ead, else ~/.cache/ead. Parsing the CSVs takes about a minute, loading the cache
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import EADError
+from ..errors import EADError
 from .batch import MoleculeSet
 from .elements import atomic_number
 

@@ -1,4 +1,4 @@
-"""The Gaussian noise process with per-atom times (method.md §2, §3, §6).
+"""The Gaussian noise process with per-atom times (docs/method.md §2, §3, §6).
 
 EDM's variance-preserving process z = α(t)·[x, h] + σ(t)·ε, with α² + σ² = 1, on a discrete grid
 t ∈ {0, …, T}. Every function here takes a *tensor* of times, one per atom: EAD's asynchronous
@@ -13,24 +13,11 @@ import math
 import numpy as np
 import torch
 
-from .. import EADError
-from ..data.batch import remove_mean
+from ..errors import EADError
+from ..data.batch import center, remove_mean  # noqa: F401 (center: re-exported)
 
 SCHEDULES = ("polynomial_2", "cosine")
-
-# Speed flag: centre coordinates with counts from index_add instead of bincount. The result is
-# bit-identical, but bincount on CUDA reads its input's maximum back to the host, a sync at every
-# sampling step (and it cannot be captured in a CUDA graph). False = the plain `remove_mean`.
-SYNC_FREE_MEAN = True
-
-
-def center(x: torch.Tensor, mol: torch.Tensor, num_molecules: int) -> torch.Tensor:
-    """Zero centre of mass per molecule, like `data.batch.remove_mean`, without a host sync."""
-    if not SYNC_FREE_MEAN:
-        return remove_mean(x, mol, num_molecules)
-    total = x.new_zeros((num_molecules, x.shape[-1])).index_add_(0, mol, x)
-    count = x.new_zeros(num_molecules).index_add_(0, mol, x.new_ones(mol.shape[0]))
-    return x - (total / count.clamp_min(1).unsqueeze(-1))[mol]
+SPACINGS = ("uniform", "snr")
 
 
 def polynomial_alpha2(timesteps: int, power: float = 2.0, precision: float = 1e-5,
@@ -96,7 +83,7 @@ class NoiseSchedule:
             raise TypeError("atom times are integer time indices")
         assert int(t.min()) >= 0 and int(t.max()) <= self.timesteps, "atom times outside [0, T]"
 
-    # --- forward process q(z_t | x), per atom (method.md §3) ------------------------------------
+    # --- forward process q(z_t | x), per atom (docs/method.md §3) ------------------------------------
     def add_noise(self, x: torch.Tensor, h: torch.Tensor, atom_times: torch.Tensor, mol: torch.Tensor,
                   num_molecules: int, generator: torch.Generator | None = None):
         """z_i = α(t_i)·[x_i, h_i] + σ(t_i)·ε_i. Returns (z_x, z_h, eps_x, eps_h).
@@ -113,7 +100,7 @@ class NoiseSchedule:
         z_h = alpha * h + sigma * eps_h
         return z_x, z_h, eps_x, eps_h
 
-    # --- reverse process p(z_s | z_t), any per-atom pair s_i ≤ t_i (method.md §6) -------------
+    # --- reverse process p(z_s | z_t), any per-atom pair s_i ≤ t_i (docs/method.md §6) -------------
     def step_coefficients(self, t: torch.Tensor, s: torch.Tensor):
         """Per-atom (a, b, c) with mean μ = a·z − b·ε̂ and std c:
         α_{t|s} = α_t/α_s, σ²_{t|s} = 1 − α²_{t|s} (variance preserving),

@@ -1,7 +1,8 @@
 """Schedules: who is at which diffusion time. This is where EAD's asynchrony lives.
 
-Training (Algorithm 1) and every sampler (synchronous, manual and adaptive asynchronous =
-Algorithm 2) are schedules over one noise process (`noise.py`) and one denoiser. A sampler
+Every sampler (synchronous, manual and adaptive asynchronous = Algorithm 2) is a schedule over
+one noise process (`noise.py`) and one denoiser; training's time window (Algorithm 1) is in
+`loss.py`. A sampler
 schedule is asked, each iteration, for the next per-atom times s ≤ t; the sampling loop
 (`sampler.py`) calls the denoiser once for the whole batch and applies the per-atom reverse step.
 Adding a schedule means adding one class here.
@@ -9,46 +10,16 @@ Adding a schedule means adding one class here.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from .. import EADError
-from .noise import NoiseSchedule, strided_times
-from .updates import UpdateRule, make_update
-
-
-# --------------------------------------------------------------------------------------------
-# Training: Algorithm 1, constrained independent sampling
-# --------------------------------------------------------------------------------------------
-class TrainingWindow:
-    """t* ~ U{0..T} per molecule, δ_i ~ U{−C..C} per atom, t_i = clip(t* + δ_i, 0, T).
-
-    So |t_i − t_j| ≤ 2C inside a molecule; C = 0 gives every atom the molecule's t*: EDM.
-    Dummy-atom models (method.md §8): an absent atom's time is shifted up by `absent_bias` before
-    the clip, t_i = clip(t* + δ_i + b, 0, T) [ours: the bias is a constant; no extra draws, so a
-    model without absent atoms sees the same times as before]."""
-
-    def __init__(self, timesteps: int, window: int, absent_bias: int = 0):
-        if window < 0:
-            raise EADError("window C must be ≥ 0")
-        if not 0 <= absent_bias <= timesteps:
-            raise EADError("absent_bias must be in [0, T]")
-        self.timesteps, self.window, self.absent_bias = timesteps, window, int(absent_bias)
-
-    def sample(self, mol: torch.Tensor, num_molecules: int, generator: torch.Generator | None = None,
-               absent: torch.Tensor | None = None):
-        """Per-atom times; `absent` ([N] bool, dummy-atom models) marks the atoms to shift."""
-        device = mol.device
-        baseline = torch.randint(0, self.timesteps + 1, (num_molecules,), generator=generator, device=device)
-        t = baseline[mol]
-        if self.window:
-            delta = torch.randint(-self.window, self.window + 1, mol.shape, generator=generator, device=device)
-            t = t + delta
-        if self.absent_bias and absent is not None:
-            t = t + self.absent_bias * absent.long()
-        return t.clamp(0, self.timesteps) if self.window or self.absent_bias else t
+from ..errors import EADError
+from ..model.config import DEFAULT_WINDOW
+from .noise import SPACINGS, NoiseSchedule, strided_times
+from .updates import UPDATES, UpdateRule, make_update
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,9 +41,9 @@ class SamplerSchedule:
     `observe(state_before, z_x, z_h, s)` sees each transition (the adaptive schedule uses it)."""
 
     name = "base"
+    OPTIONS = ("steps", "spacing", "update", "eta")   # the SamplerConfig fields it takes
 
-    def __init__(self, noise: NoiseSchedule, steps: int | None = None, spacing: str = "uniform",
-                 update: str = "ancestral", eta: float = 1.0):
+    def __init__(self, noise: NoiseSchedule, *, steps: int | None, spacing: str, update: str, eta: float):
         self.timesteps = noise.timesteps
         self.steps = steps or noise.timesteps
         self.grid = strided_times(self.timesteps, self.steps, spacing, noise)
@@ -133,10 +104,10 @@ class ManualAsyncSchedule(SamplerSchedule):
     `steps` plus the 2C lag."""
 
     name = "manual"
+    OPTIONS = SamplerSchedule.OPTIONS + ("window", "t_async")
 
-    def __init__(self, noise, steps=None, spacing="uniform", window: int = 9, t_async: int | None = None,
-                 update: str = "ancestral", eta: float = 1.0):
-        super().__init__(noise, steps, spacing, update, eta)
+    def __init__(self, noise, *, steps, spacing, window: int, t_async: int | None, update: str, eta: float):
+        super().__init__(noise, steps=steps, spacing=spacing, update=update, eta=eta)
         self.window = int(window)
         # [ours] warm up to T/2 by default: ranking atoms by distance to the centroid only means
         # something once a shape has formed
@@ -199,11 +170,11 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
     molecule is pulled to leader + 2C (a partial step when the stride exceeds 2C)."""
 
     name = "adaptive"
+    OPTIONS = SamplerSchedule.OPTIONS + ("window", "async_ratio", "history", "t_async", "stall_lag")
 
-    def __init__(self, noise, steps=None, spacing="uniform", window: int = 9, async_ratio: float = 0.8,
-                 history: int = 2, t_async: int | None = None, update: str = "ancestral", eta: float = 1.0,
-                 stall_lag: int | None = None):
-        super().__init__(noise, steps, spacing, update, eta)
+    def __init__(self, noise, *, steps, spacing, window: int, async_ratio: float, history: int,
+                 t_async: int | None, update: str, eta: float, stall_lag: int | None):
+        super().__init__(noise, steps=steps, spacing=spacing, update=update, eta=eta)
         # [ours, for strided grids] how far a stalled atom falls behind per iteration, in time units.
         # 0 = it stops (the paper's rule): on a grid with stride k it then falls k behind, so at 100
         # steps two stalls exhaust the 2C = 18 window that one-unit lags fill slowly at 1000 steps.
@@ -326,13 +297,79 @@ SAMPLERS = {"synchronous": SynchronousSchedule, "manual": ManualAsyncSchedule,
             "adaptive": AdaptiveAsyncSchedule}
 
 
+# --------------------------------------------------------------------------------------------
+# The sampler's settings
+# --------------------------------------------------------------------------------------------
+def _option(default, help: str, kind: str, **extra):
+    """A field with its command-line help and value kind (the CLI maps kinds to argument types)."""
+    return field(default=default, metadata={"help": help, "kind": kind, **extra})
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """The sampler's settings: the single place of their defaults and of their command-line help
+    (`ead sample` derives its flags from these fields), saved with a model as config.json's
+    `sampler_defaults` and read back through `from_dict`.
+
+    A field left at None is decided where it depends on the model or the noise process: `steps` =
+    T, `window` = the model's C (DEFAULT_WINDOW without a model), `t_async` = T/2, `stall_lag` = 1
+    on uniform grids and 0 on others. Values are checked once, by the schedule class that uses
+    them (above), where T is known."""
+
+    sampler: str = _option("adaptive", " | ".join(SAMPLERS), "choice", choices=tuple(SAMPLERS))
+    steps: int | None = _option(None, "network steps (≤ T; fewer = strided); default: the model's (the "
+                                "shipped qm9: 100; trained models: T)", "positive_int")
+    spacing: str = _option("uniform", "how strided steps are spread", "choice", choices=SPACINGS)
+    window: int | None = _option(None, "asynchrony window C (default: the model's)", "nonneg_int")
+    async_ratio: float = _option(0.8, "adaptive: fraction λ of atoms advanced", "fraction")
+    history: int = _option(2, "adaptive: velocity window w", "positive_int")
+    t_async: int | None = _option(None, "synchronous warm-up down to this time", "nonneg_int")
+    stall_lag: int | None = _option(
+        None, "adaptive: time units a stalled atom falls behind per iteration (default 1 on uniform "
+        "grids: at --steps < T it moves the rest of the stride; 0 = it stops for a whole stride, the "
+        "paper's rule; the same at --steps = T)", "nonneg_int")
+    update: str = _option(
+        "ancestral", "how atoms move from t to s: ancestral (EDM's step; --eta < 1 = DDIM), sde-dpm2m "
+        "(DPM-Solver++(2M) SDE: the few-step rule) or dpm2m (its deterministic ODE form); default: the "
+        "model's (the shipped qm9: sde-dpm2m; trained models: ancestral)", "choice", choices=UPDATES)
+    eta: float = _option(1.0, "ancestral: share of the fresh noise per step, 1 = EDM (default), 0 = DDIM",
+                         "unit_float")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, d: dict | None, where: str = "sampler settings") -> "SamplerConfig":
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls.names()))
+        if unknown:
+            raise EADError(f"unknown {where} {unknown}; known: {', '.join(cls.names())}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        """The settings that are set (None = decided by the model / the schedule is left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def updated(self, **options) -> "SamplerConfig":
+        """These settings with the given options replacing them; None leaves a setting as it is."""
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = sorted(set(given) - set(self.names()))
+        if unknown:
+            raise EADError(f"unknown sampler option {unknown[0]!r}; known: {', '.join(self.names())}")
+        return dataclasses.replace(self, **given)
+
+
 def make_schedule(name: str, noise: NoiseSchedule, **options) -> SamplerSchedule:
-    if name not in SAMPLERS:
-        raise EADError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
-    cls = SAMPLERS[name]
-    common = ("steps", "spacing", "update", "eta")
-    if cls is SynchronousSchedule:
-        options = {k: v for k, v in options.items() if k in common}
-    elif cls is ManualAsyncSchedule:
-        options = {k: v for k, v in options.items() if k in common + ("window", "t_async")}
-    return cls(noise, **{k: v for k, v in options.items() if v is not None})
+    """The schedule `name` with `options` (SamplerConfig's fields) over the defaults."""
+    return build_schedule(SamplerConfig(sampler=name).updated(**options), noise)
+
+
+def build_schedule(cfg: SamplerConfig, noise: NoiseSchedule) -> SamplerSchedule:
+    """A fresh schedule for one batch: the sampler's class with the settings it takes."""
+    if cfg.sampler not in SAMPLERS:
+        raise EADError(f"unknown sampler {cfg.sampler!r}; choose from {', '.join(SAMPLERS)}")
+    cls = SAMPLERS[cfg.sampler]
+    if cfg.window is None:
+        cfg = dataclasses.replace(cfg, window=DEFAULT_WINDOW)
+    return cls(noise, **{k: getattr(cfg, k) for k in cls.OPTIONS})

@@ -13,7 +13,7 @@ alike, and an atom with s_i = t_i is left exactly where it is.
   ancestral step with x̂ replaced by the same second-order extrapolation (first order = ancestral). Per atom: an atom's first move is first order (= DDIM,
   eta 0); after a stall it pairs with the atom's own previous move.
 
-method.md §6 fixes the ancestral step; the other rules are our options for few-step sampling
+docs/method.md §6 fixes the ancestral step; the other rules are our options for few-step sampling
 (issue 4) and are off by default.
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import EADError
+from ..errors import EADError
 from .noise import NoiseSchedule, center
 
 UPDATES = ("ancestral", "dpm2m", "sde-dpm2m")

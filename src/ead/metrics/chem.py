@@ -1,4 +1,4 @@
-"""RDKit side of the protocol (evaluation.md §4): molecules built from distance-inferred bonds.
+"""RDKit side of the protocol (docs/evaluation.md §4): molecules built from distance-inferred bonds.
 
 Validity, uniqueness, V×U, novelty and connectivity. The novelty reference (canonical SMILES of the
 QM9 training split, built by the same steps from its coordinates) is computed once, kept as a JSON
@@ -17,46 +17,16 @@ from pathlib import Path
 import numpy as np
 import rdkit
 from rdkit import Chem, rdBase
-from rdkit.Geometry import Point3D
 
-from .. import EADError
+from ..errors import EADError
 from ..data.batch import MoleculeSet
-from .bonds import bond_matrix
+from ..data.bonds import BOND_TABLE
+from ..data.molecule import _add_conformer, _mol_from_bonds, protocol_mol  # noqa: F401 (re-exported)
 from .stability import BondGraph, infer_bonds
 
-_BOND_TYPES = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
 SMILES_CACHE_FORMAT = 1
 
 
-def _mol_from_bonds(z: np.ndarray, begin, end, order) -> Chem.RWMol:
-    mol = Chem.RWMol()
-    for a in np.asarray(z).tolist():
-        mol.AddAtom(Chem.Atom(a))
-    for a, b, o in zip(np.asarray(begin).tolist(), np.asarray(end).tolist(), np.asarray(order).tolist()):
-        mol.AddBond(a, b, _BOND_TYPES[o])
-    return mol
-
-
-def _add_conformer(mol: Chem.RWMol, positions: np.ndarray) -> None:
-    conf = Chem.Conformer(mol.GetNumAtoms())
-    for k, (x, y, w) in enumerate(np.asarray(positions, dtype=np.float64).tolist()):
-        conf.SetAtomPosition(k, Point3D(x, y, w))
-    conf.Set3D(True)
-    mol.AddConformer(conf, assignId=True)
-
-
-def protocol_mol(positions: np.ndarray, atomic_numbers: np.ndarray, orders: np.ndarray | None = None,
-                 conformer: bool = True) -> Chem.Mol:
-    """Unsanitised RDKit molecule: neutral atoms, a bond for every pair of order > 0 (from the
-    distance rule unless `orders` is given), and the coordinates as a 3D conformer."""
-    z = np.asarray(atomic_numbers, dtype=np.int64)
-    if orders is None:
-        orders = bond_matrix(positions, z)
-    i, j = np.nonzero(np.triu(orders, 1))
-    mol = _mol_from_bonds(z, i, j, orders[i, j])
-    if conformer:
-        _add_conformer(mol, positions)
-    return mol.GetMol()
 
 
 def graph_mols(mols: MoleculeSet, graph: BondGraph | None = None, conformer: bool = False):
@@ -131,7 +101,7 @@ def chem_metrics(smiles: list[str | None], fragments: np.ndarray,
 def _protocol_fingerprint() -> str:
     """What the reference SMILES depend on: the bond tables and RDKit's canonicalisation (which
     can change between RDKit releases). A cache made under other ones is rebuilt."""
-    tables = Path(__file__).with_name("bond_lengths.json").read_bytes()
+    tables = BOND_TABLE.read_bytes()
     return sha256(tables).hexdigest()[:16] + "/rdkit-" + rdkit.__version__
 
 
@@ -154,7 +124,7 @@ def reference_smiles_path(reference: str = "qm9") -> Path:
 
 
 def reference_smiles(reference: str = "qm9", verbose: bool = False) -> frozenset[str]:
-    """Canonical SMILES of the training molecules' valid ones (evaluation.md §4.4): "qm9" or the
+    """Canonical SMILES of the training molecules' valid ones (docs/evaluation.md §4.4): "qm9" or the
     path of a user's training molecules (`metrics.reference`)."""
     from .reference import reference_key, resolve_reference
 

@@ -1,4 +1,4 @@
-"""GFN2-xTB relaxation energy drop and RMSD (evaluation.md §6), through the `tblite` package.
+"""GFN2-xTB relaxation energy drop and RMSD (docs/evaluation.md §6), through the `tblite` package.
 
 For each molecule of a random subsample: the GFN2-xTB energy at the generated coordinates, a
 relaxation (L-BFGS on the xTB energy and gradient, neutral molecule, unpaired electrons = parity
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import EADError
+from ..errors import EADError
 from ..data.batch import MoleculeSet
 
 INSTALL_HINT = "energy checks need the packages tblite and scipy: pip install tblite scipy"

@@ -1,4 +1,4 @@
-"""PoseBusters "mol" checks (evaluation.md §6) on the protocol molecules.
+"""PoseBusters "mol" checks (docs/evaluation.md §6) on the protocol molecules.
 
 Each molecule is handed to PoseBusters as the protocol builds it (distance-inferred bonds, no
 charges, unsanitised, with its 3D coordinates), so "Sanitization" fails exactly where the protocol's
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from rdkit import rdBase
 
-from .. import EADError
+from ..errors import EADError
 from ..data.batch import MoleculeSet
 from .chem import graph_mols
 from .stability import BondGraph

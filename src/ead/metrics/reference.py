@@ -11,7 +11,7 @@ from __future__ import annotations
 from hashlib import sha256
 from pathlib import Path
 
-from .. import EADError
+from ..errors import EADError
 from ..data.batch import MoleculeSet
 
 

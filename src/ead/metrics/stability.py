@@ -1,4 +1,4 @@
-"""Atom and molecule stability (evaluation.md §3), computed for many molecules at once.
+"""Atom and molecule stability (docs/evaluation.md §3), computed for many molecules at once.
 
 All molecules are handled as one flat set of atoms: the candidate pairs of every molecule are
 enumerated with array arithmetic (no Python loop over molecules or pairs), classified by the
@@ -14,61 +14,16 @@ from functools import lru_cache
 
 import numpy as np
 
-from .. import EADError
-from ..data.batch import MoleculeSet
+from ..errors import EADError
+from ..data.batch import MoleculeSet, as_molecule_set  # noqa: F401 (re-exported)
 from ..data.elements import ALLOWED_VALENCES
-from .bonds import MAX_Z, bond_order_pairs
+from ..data.bonds import MAX_Z, bond_order_pairs
 
 # Pairs classified per step: bounds the temporary arrays (~100 bytes a pair) to a few hundred MB
 # even for 100,000 molecules or GEOM-sized ones.
 CHUNK_PAIRS = 2_000_000
 # Valences at or above this are never allowed; clipping keeps the lookup table small.
 MAX_VALENCE = 16
-
-
-def as_molecule_set(molecules) -> MoleculeSet:
-    """A MoleculeSet from a MoleculeSet or an iterable of (positions [n,3], atomic numbers [n]).
-
-    Positions keep their precision (float64 for a list), unlike MoleculeSet.from_list, so that a
-    distance sitting exactly on a table boundary is judged on the caller's numbers. Empty input,
-    a molecule without atoms, or non-finite coordinates are EADErrors naming the molecule.
-    """
-    if isinstance(molecules, MoleculeSet):
-        mols = molecules
-    else:
-        items = list(molecules)
-        if not items:
-            raise EADError("no molecules to evaluate")
-        pos, zs = [], []
-        for k, (p, z) in enumerate(items):
-            p = np.asarray(p, dtype=np.float64)
-            z = np.asarray(z).reshape(-1)
-            if p.ndim != 2 or p.shape != (len(z), 3):
-                raise EADError(f"molecule {k}: positions of shape {p.shape} do not match "
-                               f"{len(z)} atoms (expected [{len(z)}, 3])")
-            pos.append(p)
-            zs.append(z.astype(np.int64))
-        offsets = np.zeros(len(items) + 1, dtype=np.int64)
-        np.cumsum([len(z) for z in zs], out=offsets[1:])
-        mols = MoleculeSet(np.concatenate(pos), np.concatenate(zs), offsets)
-    if len(mols) == 0:
-        raise EADError("no molecules to evaluate")
-    if (mols.num_atoms < 1).any():
-        raise EADError(f"molecule {int(np.argmin(mols.num_atoms))}: no atoms")
-    bad_z = (mols.atomic_numbers < 1) | (mols.atomic_numbers >= MAX_Z)
-    if bad_z.any():
-        a = int(np.argmax(bad_z))
-        raise EADError(f"molecule {_molecule_of(mols, a)}: atomic number "
-                       f"{int(mols.atomic_numbers[a])} is not an element")
-    finite = np.isfinite(mols.positions).all(1)
-    if not finite.all():
-        raise EADError(f"molecule {_molecule_of(mols, int(np.argmin(finite)))}: "
-                       "coordinates are not finite (NaN or inf)")
-    return mols
-
-
-def _molecule_of(mols: MoleculeSet, atom: int) -> int:
-    return int(np.searchsorted(mols.offsets, atom, side="right") - 1)
 
 
 @dataclass
@@ -103,7 +58,7 @@ def _pairs_of(offsets: np.ndarray, first: int, last: int) -> tuple[np.ndarray, n
 
 
 def infer_bonds(mols: MoleculeSet, chunk_pairs: int = CHUNK_PAIRS) -> BondGraph:
-    """Bond orders of every intra-molecular pair from its distance (evaluation.md §2)."""
+    """Bond orders of every intra-molecular pair from its distance (docs/evaluation.md §2)."""
     offsets = np.asarray(mols.offsets, dtype=np.int64)
     n = np.diff(offsets)
     pair_end = np.cumsum(n * (n - 1) // 2)

@@ -1,4 +1,4 @@
-"""EDM's E(n)-equivariant denoiser (EGNN), on flat batches, with a time per atom (method.md §5).
+"""EDM's E(n)-equivariant denoiser (EGNN), on flat batches, with a time per atom (docs/method.md §5).
 
 Shapes: N atoms in the batch, E directed edges (i, j) between distinct atoms of one molecule,
 H hidden width, F node features. Edges are given as `edge_index = (row, col)`: messages flow
@@ -238,7 +238,7 @@ class Denoiser(nn.Module):
 
     def forward(self, z_x, z_h, time, mol, num_molecules: int, edge_index, context=None,
                 fused: bool = True):
-        from ..diffusion.noise import center   # remove_mean without a host sync (same values)
+        from ..data.batch import center   # remove_mean without a host sync (same values)
 
         feats = [z_h, time.to(z_h.dtype).unsqueeze(-1)]
         if self.context_features:

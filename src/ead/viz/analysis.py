@@ -1,6 +1,6 @@
 """Which atoms leave the noise first? Statistics over many denoising trajectories.
 
-Two questions about EAD's adaptive sampler (method.md §7): do heavy atoms reach t = 0 before
+Two questions about EAD's adaptive sampler (docs/method.md §7): do heavy atoms reach t = 0 before
 hydrogens, and do ring atoms reach it before chain atoms? Rings are read with RDKit from the final
 molecule's distance-inferred bonds; ring vs chain compares heavy atoms only, since hydrogens are
 never in rings and would otherwise make it the first question again.
@@ -22,7 +22,6 @@ bootstrap 95 % interval over molecules and a two-sided sign test.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,9 +109,9 @@ def sign_test(differences: np.ndarray) -> float:
     n = len(d)
     if n == 0:
         return 1.0
-    k = int(min((d > 0).sum(), (d < 0).sum()))
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n  # exact integers, then one division
-    return min(1.0, 2.0 * tail)
+    from scipy.stats import binomtest
+
+    return float(binomtest(int((d > 0).sum()), n, 0.5).pvalue)
 
 
 def paired_difference(table: AtomTable, value: np.ndarray, first: np.ndarray, second: np.ndarray,

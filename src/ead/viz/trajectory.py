@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import EADError
+from ..errors import EADError
 
 NPZ_FORMAT = "ead-trajectory"
 NPZ_VERSION = 1

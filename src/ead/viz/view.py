@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem, rdBase
 
-from .. import EADError
+from ..errors import EADError
 from ..data.elements import symbol
 from ..metrics.chem import protocol_mol, smiles_of
 from ..pipeline import write_atomic

@@ -1,4 +1,5 @@
-"""Speed benchmark (issue 4): the flat EAD denoiser against a dense EDM-layout baseline.
+"""Speed benchmark (`ead bench`): the flat EAD denoiser's training step and sampling on this machine,
+and, when run from a checkout, against the dense EDM-layout baseline of benchmarks/edm_baseline.py.
 
 What `ead bench` measures, on the machine it runs on, for each preset:
 - a training step at batch 64 (QM9 molecules): loss, backward, gradient clipping, AdamW, EMA;
@@ -8,8 +9,10 @@ What `ead bench` measures, on the machine it runs on, for each preset:
 - peak memory (RSS on CPU, sampled every few ms; max allocated on CUDA);
 - FLOPs per training step and per network call (matrix products, counted with
   torch.utils.flop_counter.FlopCounterMode) and the fraction of the machine's matmul peak achieved;
-- all of it again for a dense implementation in EDM's layout (`DenseDenoiser`: molecules padded to
-  [B, M, F], all B·M·M pairs as edges, masks), with the same weights, as a ratio.
+- all of it again for a dense implementation in EDM's layout (benchmarks/edm_baseline.py's
+  `DenseDenoiser`: molecules padded to [B, M, F], all B·M·M pairs as edges, masks), with the same
+  weights, as a ratio. That baseline is benchmark code, outside the library: without a checkout
+  (an installed package) the comparison is skipped and the report says where it lives.
 
 Throughput is extrapolated, and the output says so: a full 1000-step run of the paper network takes
 minutes per sampler. Total time for S steps = calls(S) × (time of one network call) + loop
@@ -29,17 +32,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .config import PRESETS, ModelConfig
-from .data.batch import FeatureEncoder, MoleculeSet, collate, full_edges, molecule_index
+from .data.batch import FeatureEncoder, MoleculeSet, center, collate, full_edges, molecule_index
 from .data.elements import QM9_TYPES
-from .diffusion.noise import NoiseSchedule, center
+from .device import cpu_flags, resolve_precision
+from .diffusion.loss import TrainingWindow, diffusion_loss
+from .diffusion.noise import NoiseSchedule
 from .diffusion.sampler import accelerate, run_sampler
-from .diffusion.schedules import TrainingWindow, make_schedule
+from .diffusion.schedules import make_schedule
+from .model.config import DEFAULT_WINDOW, PRESETS, ModelConfig
 from .model.egnn import PLAIN, Denoiser, SpeedOptions
-from .pipeline import cpu_flags, resolve_precision
 
 # EDM's reference code on this machine kind (2 cores), as measured and quoted in issue 4 — not
 # re-measured here: seconds per training step at batch 64, and seconds per sampling step for a
@@ -48,7 +51,29 @@ EDM_REFERENCE = {"paper": {"train_s": 13.5, "sample_step_s": 8.1},
                  "small": {"train_s": 2.7, "sample_step_s": 1.05}}
 # The EAD paper's own sampling cost on a GPU (issue 4, not re-measured): seconds per molecule.
 PAPER_GPU_S_PER_MOL = 0.21
-QM9_MAX_ATOMS = 29
+QM9_MAX_ATOMS = 29   # QM9's largest molecule (the synthetic workload's cap; EDM's padding)
+
+
+def baseline_path() -> str | None:
+    """benchmarks/edm_baseline.py of the checkout this package runs from, if there is one."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "edm_baseline.py"
+    return str(path) if path.is_file() else None
+
+
+def load_baseline(path: str):
+    """The dense EDM-layout baseline module at `path` (loaded by file: it is not part of `ead`)."""
+    import importlib.util
+    import sys
+
+    name = "ead_bench_edm_baseline"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def _edm_reference(preset: str, device: str) -> dict | None:
@@ -186,154 +211,6 @@ class Interference:
         return False
 
 
-# ==================================================================================== dense baseline
-class DenseDenoiser(nn.Module):
-    """The same network as a flat `Denoiser`, computed the way EDM's code does it: molecules padded
-    to [B, M, ·], an edge for every one of the B·M·M ordered pairs (self-pairs and padding
-    included), the edge MLPs on concatenated [h_i, h_j, e_ij] rows, messages and coordinate updates
-    multiplied by an edge mask, scatter-add aggregation, node features multiplied by a node mask
-    after every layer. It borrows the flat model's modules, so the weights are the same ones.
-
-    forward(x [B,M,3], h [B,M,F], t [B,M], node_mask [B,M]) → (ε̂^x [B,M,3], ε̂^h [B,M,F]); padded
-    rows of the outputs are zero. Real atoms get the flat model's values up to float rounding."""
-
-    def __init__(self, flat: Denoiser):
-        super().__init__()
-        self.flat = flat
-        self._edges: dict = {}
-
-    def all_pairs(self, B: int, M: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """EDM's `get_adj_matrix`: rows/cols of all M·M pairs in each of the B blocks (cached)."""
-        key = (B, M, str(device))
-        if key not in self._edges:
-            i = torch.arange(M, device=device)
-            base = (torch.arange(B, device=device) * M).view(B, 1, 1)
-            rows = (base + i.view(1, M, 1)).expand(B, M, M).reshape(-1)
-            cols = (base + i.view(1, 1, M)).expand(B, M, M).reshape(-1)
-            self._edges = {key: (rows, cols)}
-        return self._edges[key]
-
-    def forward(self, x, h, t, node_mask, context=None):
-        B, M, _ = x.shape
-        egnn = self.flat.egnn
-        rows, cols = self.all_pairs(B, M, x.device)
-        nm = node_mask.reshape(B * M, 1).to(x.dtype)
-        em = (nm[rows] * nm[cols]) * (rows != cols).unsqueeze(-1).to(x.dtype)   # [B·M·M, 1]
-        xf = x.reshape(B * M, 3) * nm
-        feats = [h.reshape(B * M, -1), t.reshape(B * M, 1).to(x.dtype)]
-        if self.flat.context_features:
-            feats.append(context.reshape(B * M, -1).to(x.dtype))
-        hf = torch.cat(feats, -1) * nm
-        x0 = xf
-        radial0, _ = _coord2diff(xf, rows, cols, 1.0)
-        hh = egnn.embedding(hf)
-        for blk in egnn.blocks:
-            radial, unit = _coord2diff(xf, rows, cols, blk.norm_constant)
-            e_attr = torch.cat([radial, radial0], 1)
-            m = _mlp2(blk.edge_mlp, torch.cat([hh[rows], hh[cols], e_attr], 1))
-            if blk.attention is not None:
-                m = m * torch.sigmoid(blk.attention(m))
-            m = m * em
-            agg = _scatter_sum(m, rows, B * M) / blk.normalization_factor
-            hh = (hh + blk.node_mlp(torch.cat([hh, agg], 1))) * nm
-            phi = blk.coord_out(_mlp2(blk.coord_mlp, torch.cat([hh[rows], hh[cols], e_attr], 1)))
-            if blk.tanh:
-                phi = torch.tanh(phi) * blk.coords_range
-            xf = (xf + _scatter_sum(unit * phi * em, rows, B * M) / blk.normalization_factor) * nm
-            hh = hh * nm
-        h_out = egnn.embedding_out(hh) * nm
-        vel = ((xf - x0) * nm).reshape(B, M, 3)
-        # EDM's remove_mean_with_mask
-        n = node_mask.sum(1, keepdim=True).to(x.dtype).clamp_min(1).unsqueeze(-1)
-        vel = vel - vel.sum(1, keepdim=True) / n * node_mask.unsqueeze(-1).to(x.dtype)
-        return vel, h_out.reshape(B, M, -1)[..., : self.flat.num_features]
-
-
-def _coord2diff(x, rows, cols, norm_constant):
-    diff = x[rows] - x[cols]
-    radial = (diff**2).sum(1, keepdim=True)
-    return radial, diff / (torch.sqrt(radial + 1e-8) + norm_constant)
-
-
-def _mlp2(pair_mlp, inp):
-    """EDM's edge/coordinate MLP: Linear(cat) → SiLU → Linear → SiLU, from a PairMLP's weights."""
-    return F.silu(pair_mlp.second(F.silu(pair_mlp.first(inp))))
-
-
-def _scatter_sum(values, index, n):   # EDM's unsorted_segment_sum
-    out = values.new_zeros((n, values.shape[1]))
-    return out.scatter_add_(0, index.unsqueeze(-1).expand(-1, values.shape[1]), values)
-
-
-def to_dense(values: torch.Tensor, num_atoms: torch.Tensor, max_atoms: int) -> torch.Tensor:
-    """Flat [N, ·] → padded [B, max_atoms, ·] (zeros in the padding)."""
-    B = len(num_atoms)
-    slot = _dense_slots(num_atoms, max_atoms)
-    out = values.new_zeros((B * max_atoms,) + values.shape[1:])
-    out[slot] = values
-    return out.view((B, max_atoms) + values.shape[1:])
-
-
-def from_dense(values: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
-    B, M = values.shape[:2]
-    return values.reshape((B * M,) + values.shape[2:])[_dense_slots(num_atoms, M)]
-
-
-def _dense_slots(num_atoms, max_atoms):
-    mol = molecule_index(num_atoms)
-    start = torch.cumsum(num_atoms, 0) - num_atoms
-    return mol * max_atoms + torch.arange(len(mol), device=mol.device) - start[mol]
-
-
-def dense_mask(num_atoms: torch.Tensor, max_atoms: int) -> torch.Tensor:
-    return torch.arange(max_atoms, device=num_atoms.device).unsqueeze(0) < num_atoms.unsqueeze(1)
-
-
-class DenseSamplingDenoiser:
-    """The dense network behind the flat sampling loop's calling convention: pads the batch to
-    `max_atoms` (29 for QM9, as EDM samples), runs `DenseDenoiser`, un-pads. The padding and
-    un-padding cost is counted against the dense side (EDM keeps everything padded, so this is
-    slightly unfavourable to it; it is small next to the network)."""
-
-    def __init__(self, dense: DenseDenoiser, max_atoms: int = QM9_MAX_ATOMS):
-        self.dense, self.max_atoms = dense, max_atoms
-
-    def __call__(self, z_x, z_h, time, mol, num_molecules, edges, context=None):
-        num_atoms = torch.bincount(mol, minlength=num_molecules)
-        M = max(self.max_atoms, int(num_atoms.max()))
-        d = lambda v: to_dense(v, num_atoms, M)  # noqa: E731
-        ex, eh = self.dense(d(z_x), d(z_h), d(time), dense_mask(num_atoms, M),
-                            None if context is None else d(context))
-        return from_dense(ex, num_atoms), from_dense(eh, num_atoms)
-
-
-def dense_diffusion_loss(dense: DenseDenoiser, noise: NoiseSchedule, window: TrainingWindow,
-                         batch, gen, max_atoms: int | None = None) -> torch.Tensor:
-    """Algorithm 1's loss computed in the padded layout (EDM's training step): per-atom times,
-    noise and loss all on [B, M, ·] with masks; M = the batch's largest molecule unless given (EDM's
-    collate trims the padding to the batch's largest molecule)."""
-    num_atoms = batch.num_atoms
-    M = max_atoms or int(num_atoms.max())
-    mask = dense_mask(num_atoms, M)
-    mf = mask.unsqueeze(-1).to(batch.x.dtype)
-    B = len(num_atoms)
-    t = window.sample(batch.mol, B, gen)            # per-atom times (drawn flat, then padded)
-    td = to_dense(t, num_atoms, M)
-    x, h = to_dense(batch.x, num_atoms, M), to_dense(batch.h, num_atoms, M)
-    n = mf.sum(1, keepdim=True).clamp_min(1)
-    eps_x = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype) * mf
-    eps_x = (eps_x - eps_x.sum(1, keepdim=True) / n) * mf
-    eps_h = torch.randn(h.shape, generator=gen, device=h.device, dtype=h.dtype) * mf
-    alpha = noise.alpha(td).to(x.dtype).unsqueeze(-1)
-    sigma = noise.sigma(td).to(x.dtype).unsqueeze(-1)
-    z_x = (alpha * x + sigma * eps_x) * mf
-    z_x = (z_x - z_x.sum(1, keepdim=True) / n) * mf
-    z_h = (alpha * h + sigma * eps_h) * mf
-    px, ph = dense(z_x, z_h, td.to(x.dtype) / noise.timesteps, mask)
-    sq = ((px - eps_x) ** 2 * mf).sum() + ((ph - eps_h) ** 2 * mf).sum()
-    return sq / (batch.x.shape[0] * (3 + batch.h.shape[1]))
-
-
 # ==================================================================================== workload
 @dataclass
 class Workload:
@@ -402,15 +279,16 @@ def _flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def train_step_fn(net: Denoiser, batches, device, layout: str = "flat", autocast: str | None = None,
+def train_step_fn(net: Denoiser, batches, device, baseline=None, autocast: str | None = None,
                   fused: bool = True):
     """A callable running one full training step per call (cycling through `batches`): loss of
-    Algorithm 1, backward, gradient clipping, AdamW (amsgrad, as train.py), EMA update."""
+    Algorithm 1, backward, gradient clipping, AdamW (amsgrad, as training), EMA update. `baseline`:
+    the dense EDM-layout module (edm_baseline.py) to compute the loss with, else the flat layout."""
     net = net.to(device).train()
-    dense = DenseDenoiser(net) if layout == "dense" else None
+    dense = baseline.DenseDenoiser(net) if baseline is not None else None
     model = net if fused else _unfused(net)
     noise = NoiseSchedule()
-    window = TrainingWindow(noise.timesteps, 9)
+    window = TrainingWindow(noise.timesteps, DEFAULT_WINDOW)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=1e-12, amsgrad=True)
     params = list(net.parameters())
     ema = [p.detach().clone() for p in params]
@@ -419,8 +297,6 @@ def train_step_fn(net: Denoiser, batches, device, layout: str = "flat", autocast
     amp = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if autocast == "bf16" else nullcontext()
 
     def step(backward: bool = True):
-        from .train import diffusion_loss
-
         b = batches[state["k"] % len(batches)]
         gen = torch.Generator(device).manual_seed(state["k"])
         state["k"] += 1
@@ -428,7 +304,7 @@ def train_step_fn(net: Denoiser, batches, device, layout: str = "flat", autocast
             if dense is None:
                 loss = diffusion_loss(model, noise, window, b, gen)
             else:
-                loss = dense_diffusion_loss(dense, noise, window, b, gen)
+                loss = baseline.dense_diffusion_loss(dense, noise, window, b, gen)
         if backward:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1e6)
@@ -473,7 +349,7 @@ class _NullDenoiser:
 
 
 def loop_profile(sampler: str, steps: int, sizes: torch.Tensor, num_features: int, device,
-                 window: int = 9, seed: int = 0, update: str = "ancestral") -> dict:
+                 window: int = DEFAULT_WINDOW, seed: int = 0, update: str = "ancestral") -> dict:
     """Network calls and loop overhead (s) of a full run of `sampler` at `steps` steps."""
     noise = NoiseSchedule()
     sched = make_schedule(sampler, noise, steps=steps, window=window, update=update)
@@ -497,7 +373,8 @@ class BenchConfig:
     train_batch: int = 64
     sample_batch: int = 100
     device: str = "cpu"
-    dense: bool = True            # also the EDM-layout baseline
+    dense: bool = True            # also the EDM-layout baseline (needs `baseline`)
+    baseline: str | None = None   # the path of benchmarks/edm_baseline.py (None: no dense layout)
     tricks: bool = False          # also time each speed trick separately (slow: torch.compile)
     compile: bool = False         # include torch.compile among the tricks
     precision: str = "auto"       # the flat layout's sampling precision, as `ead sample --precision`
@@ -535,7 +412,8 @@ def _cell_train(preset: str, layout: str, cfg: "BenchConfig") -> dict:
     """One training-step measurement (runs in a fresh process unless cfg.isolate is False)."""
     device = torch.device(cfg.device)
     work = qm9_workload(cfg.train_batch, cfg.sample_batch, 1 if cfg.quick else 4, cfg.seed)
-    step = train_step_fn(build(preset, cfg.seed), work.train_batches, device, layout)
+    baseline = load_baseline(cfg.baseline) if layout == "dense" else None
+    step = train_step_fn(build(preset, cfg.seed), work.train_batches, device, baseline)
     with Interference() as busy, PeakMemory(device) as mem:
         ts = _timed(step, cfg.train_reps, device)
     return {"train_s": _best(ts), "train_all_s": ts, "train_peak_mb": mem.peak_mb,
@@ -550,8 +428,11 @@ def _cell_sample(preset: str, layout: str, cfg: "BenchConfig") -> dict:
     net = build(preset, cfg.seed).to(device).eval()
     # the flat layout samples as `ead sample` would here; the EDM-layout baseline stays float32
     autocast = resolve_precision(cfg.precision, device) if layout == "flat" else None
-    denoise = (accelerate(net, autocast=autocast) if layout == "flat"
-               else DenseSamplingDenoiser(DenseDenoiser(net)))
+    if layout == "flat":
+        denoise = accelerate(net, autocast=autocast)
+    else:
+        baseline = load_baseline(cfg.baseline)
+        denoise = baseline.DenseSamplingDenoiser(baseline.DenseDenoiser(net))
     call = sampling_call_fn(denoise, work.sample_sizes, len(QM9_TYPES) + 1, device, cfg.seed)
     with Interference() as busy, PeakMemory(device) as mem:
         cs = _timed(call, cfg.timed_calls, device)
@@ -603,7 +484,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
                                                     seed=cfg.seed, update=cfg.update)
             log(f"loop {s} {steps} steps: {result.loops[(s, steps)]}")
 
-    layouts = ["flat", "dense"] if cfg.dense else ["flat"]
+    layouts = ["flat", "dense"] if cfg.dense and cfg.baseline else ["flat"]
     for preset in cfg.presets:
         for layout in layouts:
             row = {"preset": preset, "layout": layout}
@@ -673,7 +554,7 @@ def time_tricks(preset: str, work: Workload, device, cfg: BenchConfig, log=lambd
         if name.startswith(("plain", "+ index_select", "+ bf16")):   # chunks: inference only
             tnet = build(preset, cfg.seed)
             tnet.speed = speed
-            step = train_step_fn(tnet, work.train_batches, device, "flat", acc.get("autocast"), fused)
+            step = train_step_fn(tnet, work.train_batches, device, None, acc.get("autocast"), fused)
             row["train_s"] = _best(_timed(step, cfg.train_reps, device))
         log(f"{preset} trick {name}: {row['call_s']:.3f} s/call")
         out.append(row)
@@ -708,7 +589,7 @@ def check_extrapolation(preset: str, sampler: str, steps: int, device="cpu", sam
     call_s = _best(_timed(call, 3, device))
     lp = loop_profile(sampler, steps, work.sample_sizes, nf, device, seed=seed)
     noise = NoiseSchedule()
-    sched = make_schedule(sampler, noise, steps=steps, window=9)
+    sched = make_schedule(sampler, noise, steps=steps)
     t0 = time.perf_counter()
     run_sampler(fn, noise, sched, work.sample_sizes.to(device), nf, nf - 1,
                 torch.Generator(device).manual_seed(seed))
@@ -738,6 +619,9 @@ def format_report(r: BenchResult) -> str:
              f"process's peak ({'each measurement in a fresh process' if cfg.isolate else 'one process for all: mixed'}), +MB = rise during the timed "
              "runs; busy = cores that OTHER processes kept busy meanwhile (≫ 0: distrust the row)"
              + (" (--quick: tiny sizes, figures not meaningful)" if cfg.quick else ""))
+    if cfg.dense and not cfg.baseline:
+        L.append("no dense EDM-layout comparison: its baseline is benchmark code, in a checkout's "
+                 "benchmarks/edm_baseline.py (run `ead bench` from a checkout of the repository)")
     pk32 = r.peak_gflops["fp32"]
     L.append("")
     for title, unit, key, prefix in (("training step (loss + backward + clip + AdamW + EMA)", "s/step", "train", "train"),
@@ -824,94 +708,3 @@ def format_report(r: BenchResult) -> str:
                 parts.append(f"{steps} steps {mol_s:.3f} mol/s{vs}")
             L.append(f"  {t['preset']} {t['trick']}: " + "; ".join(parts))
     return "\n".join(L)
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="bench_speed", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    return run_from_args(p.parse_args(argv))
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--presets", default=None,
-                   help="comma-separated presets (default paper,small; --quick: micro)")
-    p.add_argument("--samplers", default="synchronous,manual,adaptive")
-    p.add_argument("--sample-steps", default=None, help="step budgets (default 1000,100)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="network calls timed per configuration (default 5; --quick 1)")
-    p.add_argument("--train-reps", type=int, default=None, help="training steps timed (default 3)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-dense", action="store_true", help="skip the EDM-layout baseline")
-    p.add_argument("--tricks", action="store_true", help="time each speed trick separately")
-    p.add_argument("--compile", action="store_true", help="include torch.compile in --tricks")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
-    p.add_argument("--update", default="ancestral",
-                   help="the samplers' update rule for the throughput table (e.g. sde-dpm2m)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="the flat layout's sampling precision, as `ead sample` (default auto: bf16 "
-                        "on CPUs with AMX); the training step and the dense baseline stay float32")
-    p.add_argument("--no-isolate", action="store_true",
-                   help="measure in this process (faster; peak memory then mixes measurements)")
-    p.add_argument("--check", action="store_true",
-                   help="also compare the extrapolation with end-to-end sampling runs (small preset)")
-    p.add_argument("--check-model", default=None,
-                   help="a trained model folder for --check (random weights diverge; see docs)")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
-
-
-def run_from_args(args) -> int:
-    import sys
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        from . import EADError
-
-        raise EADError("--device cuda asked for, but no CUDA device is available")
-    kw = {"device": args.device, "dense": not args.no_dense, "tricks": args.tricks,
-          **({"isolate": False} if args.no_isolate else {}),
-          "compile": args.compile, "samplers": tuple(args.samplers.split(",")),
-          "precision": args.precision, "update": args.update,
-          "log": lambda s: print(f"  [{time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True)}
-    if args.presets:
-        bad = [p for p in args.presets.split(",") if p not in PRESETS]
-        if bad:
-            from . import EADError
-
-            raise EADError(f"unknown preset {bad[0]!r}; choose from {', '.join(PRESETS)}")
-        kw["presets"] = tuple(args.presets.split(","))
-    if args.sample_steps:
-        kw["sample_steps"] = tuple(int(v) for v in args.sample_steps.split(","))
-    if args.steps:
-        kw["timed_calls"] = args.steps
-    if args.train_reps:
-        kw["train_reps"] = args.train_reps
-    cfg = BenchConfig.quick_config(**kw) if args.quick else BenchConfig(**kw)
-    res = run_bench(cfg)
-    print(format_report(res))
-    if args.check:
-        print("\ncheck of the extrapolation (end-to-end run vs calls × s/call + loop overhead):")
-        preset = "micro" if args.quick else "small"
-        if args.check_model:
-            preset = f"model {args.check_model}"
-        n_mol, steps = (4, 5) if args.quick else (20, 50)
-        for sampler in ("synchronous", "adaptive"):
-            c = check_extrapolation("micro" if args.quick else "small", sampler, steps, args.device,
-                                    sample_batch=n_mol, model=args.check_model)
-            print(f"  {preset} {sampler} {steps} steps, {n_mol} molecules: measured {c['measured_s']:.2f} s,"
-                  f" predicted {c['predicted_s']:.2f} s ({c['calls']} calls × {c['call_s']:.4f} s "
-                  f"+ loop), error {100 * (c['predicted_s'] / c['measured_s'] - 1):+.0f}%")
-    if args.json:
-        import json
-
-        payload = {"machine": res.machine, "peak_gflops": res.peak_gflops, "workload": res.workload,
-                   "rows": [{k: (v if k != "throughput" else {f"{a}@{b}": t for (a, b), t in v.items()})
-                             for k, v in row.items()} for row in res.rows],
-                   "loops": {f"{a}@{b}": v for (a, b), v in res.loops.items()},
-                   "tricks": res.tricks}
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=1)
-    return 0

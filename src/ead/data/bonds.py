@@ -1,4 +1,4 @@
-"""Bond orders inferred from interatomic distances (EDM protocol, evaluation.md §2).
+"""Bond orders inferred from interatomic distances (EDM protocol, docs/evaluation.md §2).
 
 The length tables live in `bond_lengths.json` (data, not code); here they become dense
 [Z, Z] lookup arrays so that a whole molecule, or a flat batch of molecules, is classified with
@@ -13,16 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.elements import ATOMIC_NUMBER
+from .elements import ATOMIC_NUMBER
 
 MAX_Z = 119
+BOND_TABLE = Path(__file__).with_name("bond_lengths.json")
 
 
 @lru_cache(maxsize=1)
 def tables() -> tuple[np.ndarray, np.ndarray]:
     """(limits [3, MAX_Z, MAX_Z] in pm, already including each order's margin; inf-free: a missing
     pair has limit -1 so that no distance is below it), and the raw table for reference."""
-    spec = json.loads((Path(__file__).with_name("bond_lengths.json")).read_text())
+    spec = json.loads(BOND_TABLE.read_text())
     raw = np.full((3, MAX_Z, MAX_Z), -1.0)
     for k, name in enumerate(("single", "double", "triple")):
         for a, row in spec[name].items():

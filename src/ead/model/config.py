@@ -1,4 +1,4 @@
-"""Configuration as plain dataclasses, saved as JSON beside the weights (design.md).
+"""Configuration as plain dataclasses, saved as JSON beside the weights (docs/design.md).
 
 Every choice the paper leaves open is a field here, so it can be changed and measured.
 """
@@ -10,10 +10,19 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import EADError
-from .data.elements import ABSENT, QM9_TYPES
+from ..errors import EADError
+from ..data.elements import ABSENT, QM9_TYPES
 
 SIZE_MODES = ("prior", "dummy")
+# EAD's training window C (docs/method.md §4), the one default for training and the asynchronous
+# samplers: per-atom times within ±C of a shared baseline; 0 = EDM.
+DEFAULT_WINDOW = 9
+
+
+def check_window(window: int, timesteps: int) -> None:
+    """The window C must leave room for the baseline: 0 ≤ C ≤ T/2."""
+    if window < 0 or 2 * window > timesteps:
+        raise EADError(f"window C must be in [0, T/2], got {window}")
 
 # name -> (layers, hidden). `paper` is the paper's (and EDM's) QM9 network, 5.3 M parameters;
 # `geom` is EDM's GEOM-Drugs network (4 layers × 256).
@@ -40,7 +49,7 @@ class ModelConfig:
     context_mad: tuple[float, ...] = ()
     # per molecule size, the training quantiles of each property: targets drawn when none is given
     context_quantiles: dict[int, list] = field(default_factory=dict)
-    # denoiser (method.md §5)
+    # denoiser (docs/method.md §5)
     preset: str = "small"
     layers: int = 6
     hidden: int = 128
@@ -49,13 +58,12 @@ class ModelConfig:
     coords_range: float = 15.0
     norm_constant: float = 1.0
     normalization_factor: float = 1.0
-    # noise process (method.md §2)
+    # noise process (docs/method.md §2)
     noise_schedule: str = "polynomial_2"
     timesteps: int = 1000
     noise_precision: float = 1e-5
-    # EAD training window C (method.md §4): per-atom times within ±C of a shared baseline; 0 = EDM
-    window: int = 9
-    # molecule size (method.md §8): "prior" draws M from p(M) and generates M atoms (EDM, default);
+    window: int = DEFAULT_WINDOW
+    # molecule size (docs/method.md §8): "prior" draws M from p(M) and generates M atoms (EDM, default);
     # "dummy" generates max_atoms slots, an extra "absent" type (Z = 0) marks the empty ones, and
     # absent atoms are dropped after decoding. In training their times are shifted up by absent_bias.
     size_mode: str = "prior"
@@ -73,8 +81,7 @@ class ModelConfig:
             raise EADError("context, context_mean and context_mad must have one entry per property")
         if any(not m > 0 for m in self.context_mad):
             raise EADError("context_mad must be positive")
-        if self.window < 0 or 2 * self.window > self.timesteps:
-            raise EADError(f"window C must be in [0, T/2], got {self.window}")
+        check_window(self.window, self.timesteps)
         if self.layers < 1 or self.hidden < 1:
             raise EADError("layers and hidden must be positive")
         if self.size_mode not in SIZE_MODES:

@@ -1,0 +1,55 @@
+"""`ead info`: versions, shipped models and the data cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..version import __version__
+
+def add(sub):
+    p = sub.add_parser("info", help="versions, shipped models and the data cache")
+    p.add_argument("--model", default=None, help="also describe this model folder")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import platform
+
+    import torch
+
+    from ..model.config import read_model_meta
+    from ..data.qm9 import cache_dir
+    from ..pipeline import PRETRAINED_DIR, available_models
+
+    print(f"ead {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
+          f"cuda {'yes' if torch.cuda.is_available() else 'no'}")
+    print(f"data cache: {cache_dir()}")
+    models = available_models()
+    print(f"shipped models: {', '.join(models) or 'none'} ({PRETRAINED_DIR})")
+    for name in ([args.model] if args.model else models):
+        cfg_path = (Path(name) if Path(name).exists() else PRETRAINED_DIR / name) / "config.json"
+        meta = read_model_meta(cfg_path)
+        m = meta.get("model", {})
+        print(f"  {name}: preset {m.get('preset')} ({m.get('layers')}×{m.get('hidden')}), window C="
+              f"{m.get('window')}, T={m.get('timesteps')}, sampler defaults {meta.get('sampler_defaults')}")
+        if m.get("context"):
+            print(f"    conditioned on: {', '.join(m['context'])} (ead sample --condition NAME=VALUE)")
+        if m.get("size_mode") == "dummy":
+            print(f"    sizes: dummy atoms, {m.get('max_atoms')} slots per molecule, absent atoms' "
+                  f"training times +{m.get('absent_bias')}")
+        if meta.get("card"):
+            print(f"    training: {_card_summary(meta['card'])}")
+    return 0
+
+
+def _card_summary(card: dict) -> str:
+    """One line from a model card: steps, molecules, hours, and each stretch of its training."""
+    segs = [*card.get("continues", []), {"steps": card.get("training_steps"), "batch_size": card.get("batch_size"),
+                                         "device": card.get("device", "?"), "hours": card.get("training_hours")}]
+    steps = card.get("total_training_steps", card.get("training_steps"))
+    hours = card.get("total_training_hours", card.get("training_hours"))
+    seen = card.get("total_molecules_seen") or (steps or 0) * (card.get("batch_size") or 0)
+    parts = "; then ".join(f"{s['steps']:,} × {s['batch_size']} on {s.get('device', '?')}" for s in segs
+                           if s.get("steps") is not None)
+    return (f"{steps:,} steps, {seen / 1e6:.2f} M molecules, {hours} h ({parts}); lr {card.get('lr')}, "
+            f"EMA {card.get('ema_decay')}; measured quality: docs/model-card.md")
