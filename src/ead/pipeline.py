@@ -18,19 +18,19 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .errors import EADError
-from .version import __version__
 from .data.batch import FeatureEncoder
 from .data.elements import ABSENT
 from .data.properties import check_condition, normalise, resolve_targets, sizes_given_targets
+from .device import resolve_device, resolve_precision
 from .diffusion.noise import NoiseSchedule
 from .diffusion.sampler import SampleResult, run_sampler
 from .diffusion.schedules import SAMPLERS, SamplerConfig, build_schedule
-from .device import resolve_device, resolve_precision
+from .errors import EADError
 from .io import write_atomic
 from .model.build import build_denoiser
 from .model.config import ModelConfig, read_model_meta
 from .model.egnn import Denoiser
+from .version import __version__
 
 PRETRAINED_DIR = Path(__file__).with_name("pretrained")
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"

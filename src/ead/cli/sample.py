@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import EADError
 from ..device import PRECISIONS
 from ..diffusion.schedules import SamplerConfig
+from ..errors import EADError
 from .common import add_config_flags, config_values, positive_int
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import rdkit
 from rdkit import Chem, rdBase
 
-from ..errors import EADError
 from ..data.batch import MoleculeSet
 from ..data.bonds import BOND_TABLE
+from ..errors import EADError
 from ..data.molecule import _add_conformer, _mol_from_bonds, protocol_mol  # noqa: F401 (re-exported)
 from .stability import BondGraph, infer_bonds
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EADError
 from ..data.batch import MoleculeSet
 from ..data.bonds import BOND_TABLE
 from ..data.elements import symbol
+from ..errors import EADError
 from .stability import BondGraph, infer_bonds
 
 LENGTH_BIN, LENGTH_MAX = 0.0005, 4.0  # Å; the longest tabulated single bond + margin is 2.76 Å

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import EADError
 from ..data.batch import MoleculeSet
+from ..errors import EADError
 
 INSTALL_HINT = "energy checks need the packages tblite and scipy: pip install tblite scipy"
 HARTREE_TO_KCAL = 627.509474

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from rdkit import rdBase
 
-from ..errors import EADError
 from ..data.batch import MoleculeSet
+from ..errors import EADError
 from .chem import graph_mols
 from .stability import BondGraph
 

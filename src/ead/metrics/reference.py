@@ -11,8 +11,8 @@ from __future__ import annotations
 from hashlib import sha256
 from pathlib import Path
 
-from ..errors import EADError
 from ..data.batch import MoleculeSet
+from ..errors import EADError
 
 
 def resolve_reference(reference) -> str | None:

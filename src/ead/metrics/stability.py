@@ -14,7 +14,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import EADError
 from ..data.batch import MoleculeSet, as_molecule_set  # noqa: F401 (re-exported)
 from ..data.elements import ALLOWED_VALENCES
 from ..data.bonds import MAX_Z, bond_order_pairs

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EADError
 from ..data.elements import ABSENT, QM9_TYPES
+from ..errors import EADError
 
 SIZE_MODES = ("prior", "dummy")
 # EAD's training window C (docs/method.md §4), the one default for training and the asynchronous

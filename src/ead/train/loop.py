@@ -14,8 +14,6 @@ import signal
 import time
 from typing import Iterator, Protocol
 
-import torch
-
 from .log import CsvLog
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EADError
-from ..data.elements import symbol
 from ..data.bonds import bond_list
+from ..data.elements import symbol
+from ..errors import EADError
 from ..pipeline import write_atomic
 from .style import ball_radius, color_rgb, formula
 from .trajectory import MoleculeTrajectory, save_trajectories

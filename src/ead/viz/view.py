@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem, rdBase
 
-from ..errors import EADError
 from ..data.elements import symbol
+from ..errors import EADError
 from ..metrics.chem import protocol_mol, smiles_of
 from ..pipeline import write_atomic
 from .render import principal_rotation
