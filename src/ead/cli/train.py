@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from ..diffusion.loss import LOSS_WEIGHTS, TIME_SAMPLINGS
 from ..diffusion.noise import SCHEDULES
 from ..errors import EADError
 from ..model.config import PRESETS, SIZE_MODES
-from ..train.config import TrainConfig
+from ..train.config import LR_SCHEDULES, TrainConfig
 from .common import default_of, nonneg_int, positive_float, positive_int
 
 def add(sub):
@@ -80,6 +81,21 @@ def add(sub):
                    help="also write the log's numbers (loss, grad norm, validation loss, sampled "
                         "stability) as TensorBoard scalars to RUN_DIR/tensorboard (needs the tensorboard "
                         "package); log.csv is always written")
+    p.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default=D("lr_schedule"),
+                   help="constant (EDM, default) or cosine: from --lr down to 0 at --max-steps")
+    p.add_argument("--warmup-steps", type=nonneg_int, default=D("warmup_steps"),
+                   help="linear learning-rate warm-up over the first N steps (default 0)")
+    p.add_argument("--loss-weight", choices=list(LOSS_WEIGHTS), default=D("loss_weight"),
+                   help="weight of each atom's ε-error over t: uniform (EDM, default) or min-snr "
+                        "(min(SNR, γ)/SNR, Hang et al. 2023)")
+    p.add_argument("--min-snr-gamma", type=positive_float, default=D("min_snr_gamma"),
+                   help=f"γ of --loss-weight min-snr (default {D('min_snr_gamma')})")
+    p.add_argument("--time-sampling", choices=list(TIME_SAMPLINGS), default=D("time_sampling"),
+                   help="how each molecule's training time t* is drawn: uniform (EDM, default) or "
+                        "low-noise (t* = ⌊(T+1)·u²⌋: more training near the data)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network for training: a faster step, the same model "
+                        "(needs a C++ compiler on CPUs; the first steps wait for the compilation)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -100,6 +116,9 @@ def run(args) -> int:
                       init_from=args.init_from, condition_split=args.condition_split,
                       size_mode=args.size_mode, max_atoms=args.max_atoms, absent_bias=args.absent_bias,
                       tensorboard=args.tensorboard, filter_size=args.filter_size,
+                      lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
+                      loss_weight=args.loss_weight, min_snr_gamma=args.min_snr_gamma,
+                      time_sampling=args.time_sampling, compile=args.compile,
                       include_charges=None if args.charges is None else args.charges == "on",
                       condition=tuple(c.strip() for c in (args.condition or "").split(",") if c.strip()))
     if args.data != "qm9" and not Path(args.data).exists():

@@ -7,9 +7,13 @@ from dataclasses import dataclass
 
 from ..data.batch import MoleculeSet
 from ..data.properties import context_stats, property_columns, size_quantiles
+from ..diffusion.loss import LOSS_WEIGHTS, TIME_SAMPLINGS
 from ..errors import EADError
 from ..model.config import DEFAULT_WINDOW, PRESETS, SIZE_MODES, ModelConfig, check_window
 from .log import summary_writer
+
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -59,6 +63,23 @@ class TrainConfig:
     tensorboard: bool = False         # also write log.csv's rows as TensorBoard scalars to run_dir/tensorboard
     max_atoms: int | None = None      # dummy mode: slots per molecule (default: the largest molecule in the data)
     absent_bias: int | None = None    # dummy mode: absent atoms' time shift in training (default: the window C)
+    # the recipe (docs/recipe.md); every default is EDM's
+    lr_schedule: str = "constant"     # "constant" | "cosine": from lr down to 0 at max_steps
+    warmup_steps: int = 0             # linear warm-up from 0 to lr over the first N steps
+    loss_weight: str = "uniform"      # "uniform" (EDM's ε-loss) | "min-snr": min(SNR, γ)/SNR per atom
+    min_snr_gamma: float = 5.0        # γ of "min-snr"
+    time_sampling: str = "uniform"    # "uniform": t* ~ U{0..T} | "low-noise": t* = ⌊(T+1)·u²⌋
+    compile: bool = False             # torch.compile the denoiser for training (same numbers, faster step)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step `step` (0-based): linear warm-up, then constant or a cosine
+        decay to 0 at max_steps. A function of the step only, so a resumed run keeps the curve."""
+        if self.warmup_steps and step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.lr_schedule == "cosine":
+            done = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+        return self.lr
 
     def model_config(self, data: MoleculeSet, atom_types, dataset: str, largest: int = 0) -> ModelConfig:
         """The model's config for training data `data`; `largest` = the largest molecule of every
@@ -115,6 +136,15 @@ class TrainConfig:
             raise EADError(f"--absent-bias must be in [0, T = {cfg.timesteps}]")
         if cfg.filter_size is not None and cfg.filter_size < 1:
             raise EADError("--filter-size must be ≥ 1")
+        for name, value, choices in (("lr schedule", cfg.lr_schedule, LR_SCHEDULES),
+                                     ("loss weight", cfg.loss_weight, LOSS_WEIGHTS),
+                                     ("time sampling", cfg.time_sampling, TIME_SAMPLINGS)):
+            if value not in choices:
+                raise EADError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+        if cfg.warmup_steps < 0:
+            raise EADError("--warmup-steps must be ≥ 0")
+        if not cfg.min_snr_gamma > 0 or not math.isfinite(cfg.min_snr_gamma):
+            raise EADError("--min-snr-gamma must be a positive number")
         if cfg.tensorboard:
             summary_writer()   # fail before the data loads, not at the first log row
 

@@ -114,6 +114,8 @@ class GeneratorRun:
             self.step, elapsed = resumed_meta["step"], resumed_meta["elapsed_s"]
         elif init_meta is not None:
             self.lineage.append(segment(init_meta, str(cfg.init_from)))
+        if cfg.compile:
+            compile_for_training(model)
         self.model, self.opt = fabric.setup(model, opt)
         self.raw_model = self.model.module if hasattr(self.model, "module") else self.model   # unwrapped
         self.raw_opt = self.opt.optimizer if hasattr(self.opt, "optimizer") else self.opt
@@ -127,7 +129,8 @@ class GeneratorRun:
         self.encoder = FeatureEncoder(model_cfg.feature_types, model_cfg.include_charges)
         self.train_context = context_array(train_set, model_cfg)
         self.noise = NoiseSchedule(model_cfg.noise_schedule, model_cfg.timesteps, model_cfg.noise_precision)
-        self.window = TrainingWindow(model_cfg.timesteps, model_cfg.window, model_cfg.absent_bias)
+        self.window = TrainingWindow(model_cfg.timesteps, model_cfg.window, model_cfg.absent_bias,
+                                     cfg.time_sampling)
         self.order = SizeBucketBatches(train_set.num_atoms, cfg.batch_size, cfg.seed, cfg.bucket,
                                        self.rank, self.world)
         if len(self.order) == 0:
@@ -165,7 +168,9 @@ class GeneratorRun:
         batch = (batch.pin() if self.device.type == "cuda" else batch).to(self.device)
         gen = step_generator(self.device, cfg.seed, step, self.rank)
         self.model.train()
-        loss = diffusion_loss(self.model, self.noise, self.window, batch, gen)
+        for g in self.raw_opt.param_groups:
+            g["lr"] = cfg.lr_at(step)
+        loss = diffusion_loss(self.model, self.noise, self.window, batch, gen, cfg.loss_weight, cfg.min_snr_gamma)
         self.finite &= torch.isfinite(loss)
         fabric.backward(loss)
         if cfg.clip_grad:
@@ -316,6 +321,17 @@ def sample_metrics(model: EAD, n: int, steps: int, seed: int) -> dict:
     mols, _ = model.sample_arrays(n, sampler="synchronous", steps=steps, seed=seed)
     m = evaluate_molecules(mols, reference=None)
     return {k: m[k] for k in ("atom_stability", "molecule_stability", "validity") if k in m}
+
+
+def compile_for_training(model: torch.nn.Module) -> None:
+    """torch.compile the network in place (its state_dict keys stay as they are), with shapes
+    dynamic: every batch has other atom and edge counts, and one graph serves them all.
+    Inductor's in-place buffer reuse is off: with dynamic shapes it generated a kernel that read a
+    buffer it never allocated (torch 2.13, the EGNN's coordinate update)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.inplace_buffers = False
+    model.compile(dynamic=True)
 
 
 def precision_warning(precision: str, device: torch.device) -> str | None:
