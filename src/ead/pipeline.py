@@ -157,9 +157,26 @@ class EAD:
     def _denoise(self, z_x, z_h, time, mol, num_molecules, edges, context):
         return self._network()(z_x, z_h, time, mol, num_molecules, edges, context)
 
+    def guided_by(self, guide: "EAD | str | os.PathLike", weight: float):
+        """The sampling network autoguided by `guide` (a weaker model of the same data and
+        features: an earlier checkpoint, a smaller preset), ε = ε_g + w·(ε − ε_g):
+        `diffusion/guidance.py`. Two network calls per step."""
+        from .diffusion.guidance import Autoguided
+
+        guide = guide if isinstance(guide, EAD) else EAD.from_pretrained(guide, device=self.device)
+        mine, theirs = self.config, guide.config
+        for field in ("atom_types", "include_charges", "size_mode", "context", "timesteps",
+                      "noise_schedule"):
+            if getattr(mine, field) != getattr(theirs, field):
+                raise EADError(f"the guide model has another {field} ({getattr(theirs, field)!r}, "
+                               f"this model {getattr(mine, field)!r}); it must model the same data")
+        guide.autocast = self.autocast
+        return Autoguided(self._network(), guide._network(), weight)
+
     def sample_batches(self, n: int, sampler: str | None = None, seed: int = 0, batch_size: int = 256,
                        num_atoms=None, on_step=None, condition: dict | None = None,
-                       size_from: str = "joint", **options) -> Iterator[tuple[SampleResult, dict]]:
+                       size_from: str = "joint", guide=None, guidance: float = 2.0,
+                       **options) -> Iterator[tuple[SampleResult, dict]]:
         """Yield (SampleResult, settings) per chunk of ≤ batch_size molecules: memory stays flat
         with n. Reproducible: the same seed gives the same molecules for any batch_size ≥ n.
 
@@ -168,7 +185,10 @@ class EAD:
         the training distribution given its size, as EDM samples. Each chunk's targets are in
         `result.info["condition"]` ({property: [values]}). Without `num_atoms`, the sizes of a
         conditional sample come from p(M | the given values) (`size_from="joint"`, EDM's joint
-        p(c, M)) or from p(M) regardless (`size_from="marginal"`)."""
+        p(c, M)) or from p(M) regardless (`size_from="marginal"`).
+
+        `guide` (a model or a model folder) turns on autoguidance with weight `guidance`
+        (`guided_by`); each step then costs two network calls, and `network_calls` counts both."""
         if n < 1:
             raise EADError("number of molecules must be ≥ 1")
         gen_cpu = torch.Generator().manual_seed(int(seed))
@@ -190,6 +210,7 @@ class EAD:
             # the sizes drawn above only chose the targets of properties left unspecified
             sizes = sizes if num_atoms is not None else torch.full((n,), self.config.max_atoms)
         gen = torch.Generator(self.device).manual_seed(int(seed))
+        network = self.guided_by(guide, guidance) if guide is not None else None
         for start in range(0, n, batch_size):
             schedule = self.make_schedule(sampler, **options)
             chunk = sizes[start : start + batch_size].to(self.device)
@@ -198,12 +219,15 @@ class EAD:
                 part = targets[start : start + batch_size]
                 context = torch.from_numpy(normalise(self.config, part)).to(self.device)
                 context = context.repeat_interleave(chunk, 0)   # per molecule -> per atom
-            res = run_sampler(self._network(), self.noise, schedule, chunk, self.config.num_features,
+            res = run_sampler(network or self._network(), self.noise, schedule, chunk, self.config.num_features,
                               len(self.config.feature_types), gen, context=context, on_step=on_step)
+            if network is not None:
+                res.network_calls *= network.calls_per_call
             if targets is not None:
                 res.info["condition"] = {k: [float(v) for v in part[:, c]] for c, k in enumerate(self.config.context)}
             yield res, {**schedule.settings(), "seed": int(seed), "model_preset": self.config.preset,
-                        **({"precision": self.precision} if self.precision else {})}
+                        **({"precision": self.precision} if self.precision else {}),
+                        **({"guidance": float(guidance)} if network is not None else {})}
 
     def sample_arrays(self, n: int, **kwargs) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
         """n molecules as (positions [m,3] Å, atomic_numbers [m]) numpy pairs, and the settings."""

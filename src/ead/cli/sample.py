@@ -7,7 +7,7 @@ from pathlib import Path
 from ..device import PRECISIONS
 from ..diffusion.schedules import SamplerConfig
 from ..errors import EADError
-from .common import add_config_flags, config_values, positive_int
+from .common import add_config_flags, config_values, positive_float, positive_int
 
 
 def add(sub):
@@ -37,6 +37,12 @@ def add(sub):
                         "elsewhere; fp32 = always float32 (bit-reproducible across machines); bf16")
     p.add_argument("--no-cuda-graph", action="store_true",
                    help="on a GPU, call the network eagerly instead of replaying a CUDA graph")
+    p.add_argument("--guide", metavar="MODEL",
+                   help="autoguidance: a weaker model of the same data (an earlier checkpoint's model "
+                        "folder, or a smaller preset) whose prediction each step moves away from, "
+                        "ε = ε_guide + w·(ε − ε_guide); two network calls per step (docs/autoguidance.md)")
+    p.add_argument("--guidance", type=positive_float, metavar="W",
+                   help="autoguidance weight w (default 2; 1 = no guidance); needs --guide")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--trajectory", metavar="DIR",
                    help="also record how the first K molecules form, into DIR: trajectory.npz "
@@ -66,6 +72,13 @@ def run(args) -> int:
     options = config_values(args, SamplerConfig)
     del options["sampler"]   # passed on its own
     schedule = model.make_schedule(args.sampler, **options)  # bad values fail here, before any work
+    guide = None
+    if args.guidance is not None and args.guide is None:
+        raise EADError("--guidance needs --guide MODEL")
+    if args.guide is not None:
+        args.guidance = 2.0 if args.guidance is None else args.guidance
+        guide = EAD.from_pretrained(args.guide, device=args.device)
+        model.guided_by(guide, args.guidance)   # an incompatible guide fails here, before any work
     from ..data.properties import check_condition, parse_conditions
 
     condition = parse_conditions(args.condition)
@@ -81,7 +94,8 @@ def run(args) -> int:
     calls, done, empty = 0, 0, 0
     bar = tqdm(total=args.num, disable=args.quiet, desc=f"sample ({schedule.name})", unit="mol")
     settings = {**schedule.settings(), "seed": args.seed, "model": str(args.model),
-                **({"precision": model.precision} if model.precision else {})}
+                **({"precision": model.precision} if model.precision else {}),
+                **({"guide": str(args.guide), "guidance": args.guidance} if guide is not None else {})}
     recorder = None
     if args.trajectory:
         from ..viz.trajectory import TrajectoryRecorder
@@ -93,7 +107,8 @@ def run(args) -> int:
         for res, _ in model.sample_batches(args.num, sampler=args.sampler, seed=args.seed,
                                             batch_size=args.batch_size, num_atoms=args.num_atoms,
                                             on_step=recorder, condition=condition,
-                                            size_from=args.size_from, **options):
+                                            size_from=args.size_from, guide=guide,
+                                            guidance=args.guidance or 1.0, **options):
             mols, targets, dropped = drop_empty(split_result(res, types), res.info.get("condition", {}))
             empty += dropped
             props = [{k: f"{v[i]:.6g}" for k, v in targets.items()} for i in range(len(mols))]
