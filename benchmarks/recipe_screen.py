@@ -30,7 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "recipe-screen" / "results.json"
 RUNS = ROOT / "runs" / "recipe-screen"
-BEGIN, END = "<!-- recipe-table:begin -->", "<!-- recipe-table:end -->"
 
 # arm -> extra `ead train` options (the baseline is EDM's recipe: every option at its default)
 ARMS = {
@@ -54,11 +53,26 @@ def load_results() -> dict:
     return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
 
 
+def write_json(path: Path, data: dict) -> None:
+    """Write a results file whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
 def save_results(res: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, RESULTS)
+    write_json(RESULTS, res)
+
+
+def replace_block(doc: Path, block: str, text: str) -> None:
+    """Put `text` between the `<!-- block:begin -->` and `<!-- block:end -->` markers of `doc`."""
+    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+    body = doc.read_text()
+    if begin not in body or end not in body:
+        raise SystemExit(f"{doc} has no {begin} … {end} block")
+    head, rest = body.split(begin, 1)
+    doc.write_text(head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
 
 
 def run_cell(arm: str, window: int, seed: int, a) -> dict:
@@ -152,12 +166,7 @@ def table(res: dict) -> str:
 def cmd_report(a) -> int:
     text = table(load_results())
     if a.update_doc:
-        doc = Path(a.update_doc)
-        body = doc.read_text()
-        if BEGIN not in body or END not in body:
-            raise SystemExit(f"{doc} has no {BEGIN} … {END} block")
-        head, rest = body.split(BEGIN, 1)
-        doc.write_text(head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+        replace_block(Path(a.update_doc), "recipe-table", text)
     print(text)
     return 0
 
