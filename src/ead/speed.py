@@ -41,6 +41,7 @@ from .diffusion.loss import TrainingWindow, diffusion_loss
 from .diffusion.noise import NoiseSchedule
 from .diffusion.sampler import accelerate, run_sampler
 from .diffusion.schedules import make_schedule
+from .model.build import compile_for_training
 from .model.config import DEFAULT_WINDOW, PRESETS, ModelConfig
 from .model.egnn import PLAIN, Denoiser, SpeedOptions
 
@@ -551,11 +552,14 @@ def time_tricks(preset: str, work: Workload, device, cfg: BenchConfig, log=lambd
                   float((res[1].double().cpu() - ref_out[1]).abs().max())) / scale
         row = {"preset": preset, "trick": name, "call_s": _best(cs), "first_call_s": first,
                "rel_err": err}
-        if name.startswith(("plain", "+ index_select", "+ bf16")):   # chunks: inference only
+        if name.startswith(("plain", "+ index_select", "+ bf16", "torch.compile")):   # chunks: inference only
             tnet = build(preset, cfg.seed)
             tnet.speed = speed
+            if acc.get("compile"):   # as `ead train --compile`; the first steps compile
+                compile_for_training(tnet)
             step = train_step_fn(tnet, work.train_batches, device, None, acc.get("autocast"), fused)
-            row["train_s"] = _best(_timed(step, cfg.train_reps, device))
+            row["train_s"] = _best(_timed(step, cfg.train_reps, device,
+                                          warmup=len(work.train_batches) if acc.get("compile") else 1))
         log(f"{preset} trick {name}: {row['call_s']:.3f} s/call")
         out.append(row)
     return out

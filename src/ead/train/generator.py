@@ -19,7 +19,7 @@ from ..device import device_name, has_fast_bf16
 from ..diffusion.loss import TrainingWindow, diffusion_loss, step_generator
 from ..diffusion.noise import NoiseSchedule
 from ..errors import EADError
-from ..model.build import build_denoiser
+from ..model.build import build_denoiser, compile_for_training
 from ..model.config import ModelConfig
 from ..pipeline import EAD
 from .card import ema_pipeline, segment
@@ -321,17 +321,6 @@ def sample_metrics(model: EAD, n: int, steps: int, seed: int) -> dict:
     mols, _ = model.sample_arrays(n, sampler="synchronous", steps=steps, seed=seed)
     m = evaluate_molecules(mols, reference=None)
     return {k: m[k] for k in ("atom_stability", "molecule_stability", "validity") if k in m}
-
-
-def compile_for_training(model: torch.nn.Module) -> None:
-    """torch.compile the network in place (its state_dict keys stay as they are), with shapes
-    dynamic: every batch has other atom and edge counts, and one graph serves them all.
-    Inductor's in-place buffer reuse is off: with dynamic shapes it generated a kernel that read a
-    buffer it never allocated (torch 2.13, the EGNN's coordinate update)."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.inplace_buffers = False
-    model.compile(dynamic=True)
 
 
 def precision_warning(precision: str, device: torch.device) -> str | None:
