@@ -2,7 +2,7 @@
 src/ead — every `import` and `from … import`, relative ones and those inside functions — has no
 cycle, and each layer imports only the layers below it:
 
-    base (errors, version, io, device) → data → metrics | model → diffusion → pipeline → train
+    base (errors, version, io, device, progress) → data → metrics | model → diffusion → pipeline → train
     → cli, with speed (`ead bench`'s measurements) and viz beside train, below cli.
 
 Training sits above the model object (pipeline): a run exports EAD model folders and samples from
@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ead"
-BASE = {"ead.errors", "ead.version", "ead.io", "ead.device"}
+BASE = {"ead.errors", "ead.version", "ead.io", "ead.device", "ead.progress"}
 
 
 def modules() -> dict[str, Path]:

@@ -1,7 +1,7 @@
 """EAD: Equivariant Asynchronous Diffusion for 3D molecule generation (An et al., arXiv 2603.10093).
 
 Layers (each imports only those before it; tests/test_layout.py checks it): errors, version, io,
-device → data → metrics | model → diffusion → pipeline → train → cli (speed and viz beside train).
+device, progress → data → metrics | model → diffusion → pipeline → train → cli (speed and viz beside train).
 """
 
 from .errors import EADError

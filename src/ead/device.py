@@ -70,3 +70,93 @@ def device_name(device) -> str:
     import platform
 
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+# ---------------------------------------------------------------- CPU threads
+# One rule for every verb that computes (`--threads N` overrides it): as many threads as this
+# process may use (its CPU affinity, not the machine's core count: containers, taskset, Slurm),
+# less the CPUs other processes keep busy right now. torch's default (one thread per core)
+# collapses on a loaded machine: 8 molecules took 52-73 s with 2 threads beside one busy process
+# on a 2-core machine and 4.3 s with 1 (docs/speed.md, "Threads on a busy machine").
+BUSY_WINDOW_S = 0.2   # how long /proc/stat is watched
+BUSY_CORE = 0.5       # a CPU counts as taken when others used more than this fraction of it
+
+
+def usable_cpus() -> set[int]:
+    """The CPUs this process may run on."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # not Linux
+        return set(range(os.cpu_count() or 1))
+
+
+def _cpu_ticks() -> dict[int, tuple[int, int]]:
+    """{cpu: (busy ticks, total ticks)} from /proc/stat (Linux; empty elsewhere)."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if not line.startswith("cpu") or line.startswith("cpu "):
+                    continue
+                name, *vals = line.split()
+                ticks = [int(v) for v in vals[:8]]
+                idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)   # idle + iowait
+                out[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def busy_cpus(cpus: set[int], window: float = BUSY_WINDOW_S) -> float:
+    """How many of `cpus` other processes keep busy: the busy fraction of each over `window`
+    seconds (this process sleeps meanwhile), summed. 0.0 where /proc/stat cannot be read."""
+    import time
+
+    before = _cpu_ticks()
+    if not before:
+        return 0.0
+    time.sleep(window)
+    after = _cpu_ticks()
+    busy = 0.0
+    for c in cpus:
+        if c in before and c in after:
+            total = after[c][1] - before[c][1]
+            busy += (after[c][0] - before[c][0]) / total if total > 0 else 0.0
+    return busy
+
+
+def default_threads(cpus: int | None = None, busy: float | None = None) -> int:
+    """The thread count the rule picks: usable CPUs minus those taken (> BUSY_CORE busy), at
+    least one. `cpus` and `busy` default to this process's affinity and a measurement now."""
+    mine = usable_cpus()
+    cpus = len(mine) if cpus is None else cpus
+    busy = busy_cpus(mine) if busy is None else busy
+    taken = int(busy + (1 - BUSY_CORE))   # rounds at BUSY_CORE: 0.6 busy CPUs take one
+    return max(1, cpus - taken)
+
+
+def set_threads(requested: int | None = None, quiet: bool = False) -> int:
+    """Set torch's CPU threads: `requested` (--threads), else OMP_NUM_THREADS when the user set
+    it, else `default_threads()`. When the rule chose fewer threads than the cores, says so on
+    stderr, and why (an explicit choice is not repeated back); returns the count."""
+    import sys
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    why = None
+    if requested:
+        n = int(requested)
+    elif os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        n = max(1, int(os.environ["OMP_NUM_THREADS"]))
+    else:
+        mine = usable_cpus()
+        busy = busy_cpus(mine)
+        n = default_threads(len(mine), busy)
+        why = (f"{len(mine)} usable CPUs, {busy:.1f} busy with other processes; "
+               f"--threads N to override")
+    torch.set_num_threads(n)
+    if why and n != cores and not quiet:
+        print(f"ead: using {n} CPU thread{'s' if n != 1 else ''} of {cores} cores ({why})",
+              file=sys.stderr)
+    return n
