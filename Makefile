@@ -10,7 +10,7 @@ $(BIN)/ead: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch first: a bare "torch" would pull a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,eval,tensorboard]'
+	$(BIN)/pip install -q -e '.[dev,eval,tensorboard,qm9]'
 	touch $(BIN)/ead
 
 install: $(BIN)/ead

@@ -31,3 +31,12 @@ def random_rotation(seed=0, reflect=False, dtype=torch.float64):
     if reflect:
         q = q @ torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=dtype))
     return q
+
+
+def micro_ead(sizes: dict, window: int = 3):
+    """An untrained micro EAD model with the size distribution `sizes`, the same for every call."""
+    from ead.model.config import ModelConfig
+    from ead.pipeline import EAD
+
+    torch.manual_seed(0)
+    return EAD(ModelConfig.from_preset("micro", size_histogram=sizes, window=window), device="cpu")

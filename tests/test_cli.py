@@ -209,7 +209,13 @@ def test_info_prints_versions_cache_and_a_readable_card(capsys):
     card = {"training_steps": 10, "training_hours": 0.5, "batch_size": 4, "lr": 1e-3, "ema_decay": 0.9,
             "device": "cpu", "continues": [{"run": "a", "steps": 20, "hours": 1.0, "batch_size": 8, "device": "gpu"}],
             "total_training_steps": 30, "total_training_hours": 1.5, "total_molecules_seen": 200}
-    assert _card_summary(card).startswith("30 steps, 0.00 M molecules, 1.5 h (20 × 8 on gpu; then 10 × 4 on cpu)")
+    assert _card_summary(card).startswith("30 steps, 200 molecules, 1.5 h (20 × 8 on gpu; then 10 × 4 on cpu)")
+    assert _card_summary(card).endswith("docs/model-card.md")
+    # a model trained here: its own facts, never the shipped model's card page
+    toy = {"training_steps": 20, "training_hours": 0.0, "batch_size": 16, "data": "my_molecules"}
+    line = _card_summary(toy, shipped=False)
+    assert line.startswith("20 steps, 320 molecules, under a minute") and "model-card" not in line
+    assert "data my_molecules" in line
 
 
 def test_precision_auto_is_bf16_only_where_the_cpu_has_amx(trained, monkeypatch):

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import micro_ead
 from ead import EADError
 from ead.cli import main
-from ead.model.config import ModelConfig
 from ead.data.files import read_molecules, write_sdf
 from ead.pipeline import EAD
 from ead.viz.analysis import analyse, markdown, plot_asynchrony, ring_atoms, sign_test
@@ -31,8 +31,7 @@ SIZES = {5: 1, 7: 2}  # small molecules keep every test fast
 
 @pytest.fixture(scope="module")
 def micro_model():
-    torch.manual_seed(0)
-    return EAD(ModelConfig.from_preset("micro", size_histogram=SIZES, window=3), device="cpu")
+    return micro_ead(SIZES)
 
 
 @pytest.fixture(scope="module")

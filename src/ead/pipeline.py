@@ -28,7 +28,7 @@ from .diffusion.schedules import SAMPLERS, SamplerConfig, build_schedule
 from .errors import EADError
 from .io import write_atomic
 from .model.build import build_denoiser
-from .model.config import ModelConfig, read_model_meta
+from .model.config import ModelConfig, check_sampling_batch, check_weights, read_model_meta
 from .model.egnn import Denoiser
 from .version import __version__
 
@@ -93,6 +93,7 @@ class EAD:
             raise EADError(f"missing {WEIGHTS_NAME} in {path}") from None
         except (SafetensorError, OSError, ValueError) as e:
             raise EADError(f"corrupt weights {path / WEIGHTS_NAME}: {e}") from None
+        check_weights(state, str(path / WEIGHTS_NAME))
         expected = denoiser.state_dict()
         missing = sorted(set(expected) - set(state))
         extra = sorted(set(state) - set(expected))
@@ -209,6 +210,7 @@ class EAD:
             # every molecule gets max_atoms slots (num_atoms, when given, sets the slots instead);
             # the sizes drawn above only chose the targets of properties left unspecified
             sizes = sizes if num_atoms is not None else torch.full((n,), self.config.max_atoms)
+        check_sampling_batch(sizes, batch_size)   # before anything is allocated
         gen = torch.Generator(self.device).manual_seed(int(seed))
         network = self.guided_by(guide, guidance) if guide is not None else None
         for start in range(0, n, batch_size):

@@ -19,25 +19,32 @@ from .completion import completion_script
 __all__ = ["build_parser", "completion_script", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+VERBS = {"train": train, "sample": sample, "view": view, "evaluate": evaluate,
+         "predictor": predictor, "info": info, "bench": bench, "completion": completion}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (`only`) one verb's options with the others listed by name and help:
+    a verb's options need its configuration classes, and those import torch (4 s), which
+    `ead --help`, `--version` and every other verb do not need."""
     parser = Parser(prog="ead", description="Equivariant Asynchronous Diffusion for 3D molecules "
                      "(An et al., arXiv 2603.10093): train, sample, evaluate.")
     parser.add_argument("--version", action="version", version=f"ead {__version__}")
     parser.set_defaults(root_parser=parser)   # `ead completion` reads the parser it belongs to
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    train.add(sub)
-    sample.add(sub)
-    view.add(sub)
-    evaluate.add(sub)
-    predictor.add(sub)
-    info.add(sub)
-    bench.add(sub)
-    completion.add(sub)
+    for name, verb in VERBS.items():
+        if only is None or name == only:
+            verb.add(sub)
+        else:
+            sub.add_parser(name, help=verb.HELP, add_help=False)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb = next((a for a in argv if not a.startswith("-")), "")
+    # `ead completion` writes every verb's options; other verbs need only their own
+    parser = build_parser(None if verb == "completion" else verb)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a bad flag (already reported in one line)

@@ -6,13 +6,17 @@ from __future__ import annotations
 import sys
 import time
 
-from ..device import PRECISIONS
 from ..errors import EADError
-from ..model.config import PRESETS
+from .common import add_threads_flag
+
+
+HELP = "speed: training step, sampling throughput, memory, FLOPs, vs EDM layout"
 
 
 def add(sub):
-    p = sub.add_parser("bench", help="speed: training step, sampling throughput, memory, FLOPs, vs EDM layout",
+    from ..device import PRECISIONS   # torch: loaded for this verb only
+
+    p = sub.add_parser("bench", help=HELP,
                        description="Time the denoiser on this machine (paper and small presets) "
                        "against a dense EDM-layout baseline with the same weights (from a checkout: "
                        "benchmarks/edm_baseline.py). Sampling throughput is extrapolated from timed "
@@ -25,7 +29,7 @@ def add(sub):
                    help="network calls timed per configuration (default 5; --quick 1)")
     p.add_argument("--train-reps", type=int, default=None, help="training steps timed (default 3)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_flag(p)
     p.add_argument("--no-dense", action="store_true", help="skip the EDM-layout baseline")
     p.add_argument("--tricks", action="store_true", help="time each speed trick separately")
     p.add_argument("--compile", action="store_true", help="include torch.compile in --tricks")
@@ -48,11 +52,13 @@ def add(sub):
 def run(args) -> int:
     import torch
 
+    from ..model.config import PRESETS
     from ..speed import (BenchConfig, baseline_path, check_extrapolation, format_report,
                          run_bench)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from ..device import set_threads
+
+    set_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise EADError("--device cuda asked for, but no CUDA device is available")
     kw = {"device": args.device, "dense": not args.no_dense, "baseline": baseline_path(), "tricks": args.tricks,

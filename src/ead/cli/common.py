@@ -88,3 +88,10 @@ def add_config_flags(p: argparse.ArgumentParser, cls) -> None:
 def config_values(args: argparse.Namespace, cls) -> dict:
     """The values of `cls`'s flags in `args` (None where not given)."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if "kind" in f.metadata}
+
+
+def add_threads_flag(p: argparse.ArgumentParser) -> None:
+    """--threads N, the same on every verb that computes (ead.device.set_threads applies it)."""
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads (default: the CPUs this process may use, less those other "
+                        "processes keep busy; one on a loaded machine)")

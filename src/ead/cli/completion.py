@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "print a shell completion script (bash or zsh)"
+
+
 def add(sub):
-    p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
+    p = sub.add_parser("completion", help=HELP,
                        description="Tab completion for ead's verbs and options. Install with\n"
                        "  eval \"$(ead completion bash)\"   # in ~/.bashrc\n"
                        "  eval \"$(ead completion zsh)\"    # in ~/.zshrc (uses bashcompinit)",

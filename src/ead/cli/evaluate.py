@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import sys
 
-import numpy as np
+from .common import add_threads_flag, positive_int
 
-from .common import positive_int
+HELP = "score molecules (SDF/XYZ from any generator) by the EDM protocol"
+
 
 def add(sub):
-    parser = sub.add_parser("evaluate", help="score molecules (SDF/XYZ from any generator) by the EDM protocol",
+    parser = sub.add_parser("evaluate", help=HELP,
                             description="Atom/molecule stability, validity, uniqueness, novelty and "
                             "connectivity with bonds inferred from distances, plus optional checks.")
     parser.add_argument("files", nargs="+", metavar="FILE",
@@ -35,6 +36,11 @@ def add(sub):
                         help="conditional generation: a property predictor (`ead predictor`); each "
                         "record's target is its SD field / XYZ key named after the property (as "
                         "`ead sample --condition` writes it); reports the MAE, EDM's score")
+    add_threads_flag(parser)
+    parser.add_argument("--progress", action="store_true",
+                        help="show progress even when stderr is not a terminal")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress and no notes on stderr; the results only")
     parser.set_defaults(func=run)
 
 
@@ -114,8 +120,11 @@ MAX_LISTED_BAD = 10
 
 
 def run(args) -> int:
+    from ..device import set_threads
     from ..metrics.evaluate import evaluate_molecules   # RDKit loads only when evaluating
+    from ..progress import showing
 
+    set_threads(args.threads, args.quiet)
     molecules, bad, props = _read(args.files)
     if args.limit is not None:
         molecules, props = molecules[: args.limit], props[: args.limit]
@@ -135,7 +144,8 @@ def run(args) -> int:
                                ("energy", args.energy)) if on]
     result = evaluate_molecules(molecules, reference=args.reference, checks=checks,
                                 energy_samples=args.energy or 0, seed=args.seed,
-                                verbose=True)
+                                verbose=not args.quiet,
+                                progress=showing(args.quiet, args.progress))
     result["bad_records"] = bad
     if predictor is not None:
         from ..metrics.property import property_mae
@@ -146,6 +156,8 @@ def run(args) -> int:
         return 0
     sources = args.files[0] if len(args.files) == 1 else f"{len(args.files)} inputs"
     print(_table(result, sources))
+    for w in result["warnings"]:
+        print(f"\nwarning: {w}")
     if bad:
         print(f"\n{len(bad)} bad record{'s' if len(bad) != 1 else ''} skipped (not evaluated):")
         for b in bad[:MAX_LISTED_BAD]:
@@ -157,6 +169,8 @@ def run(args) -> int:
 
 
 def _json_default(x):
+    import numpy as np
+
     if isinstance(x, np.generic):
         return x.item()
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")

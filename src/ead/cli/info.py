@@ -6,8 +6,11 @@ from pathlib import Path
 
 from ..version import __version__
 
+HELP = "versions, shipped models and the data cache"
+
+
 def add(sub):
-    p = sub.add_parser("info", help="versions, shipped models and the data cache")
+    p = sub.add_parser("info", help=HELP)
     p.add_argument("--model", default=None, help="also describe this model folder")
     p.set_defaults(func=run)
 
@@ -38,12 +41,27 @@ def run(args) -> int:
             print(f"    sizes: dummy atoms, {m.get('max_atoms')} slots per molecule, absent atoms' "
                   f"training times +{m.get('absent_bias')}")
         if meta.get("card"):
-            print(f"    training: {_card_summary(meta['card'])}")
+            shipped = cfg_path.parent.parent.resolve() == PRETRAINED_DIR.resolve()
+            print(f"    training: {_card_summary(meta['card'], shipped)}")
     return 0
 
 
-def _card_summary(card: dict) -> str:
-    """One line from a model card: steps, molecules, hours, and each stretch of its training."""
+def _amount(molecules: int) -> str:
+    return f"{molecules / 1e6:.2f} M molecules" if molecules >= 100_000 else f"{molecules:,} molecules"
+
+
+def _duration(hours) -> str:
+    if hours is None:
+        return "? h"
+    if hours >= 0.1:
+        return f"{hours} h"
+    return f"{hours * 60:.0f} min" if hours * 60 >= 1 else "under a minute"
+
+
+def _card_summary(card: dict, shipped: bool = True) -> str:
+    """One line from a model card: steps, molecules, hours, and each stretch of its training; the
+    shipped model's measured quality is in docs/model-card.md, a model trained here has no such
+    page (its data is named instead)."""
     segs = [*card.get("continues", []), {"steps": card.get("training_steps"), "batch_size": card.get("batch_size"),
                                          "device": card.get("device", "?"), "hours": card.get("training_hours")}]
     steps = card.get("total_training_steps", card.get("training_steps"))
@@ -51,5 +69,7 @@ def _card_summary(card: dict) -> str:
     seen = card.get("total_molecules_seen") or (steps or 0) * (card.get("batch_size") or 0)
     parts = "; then ".join(f"{s['steps']:,} × {s['batch_size']} on {s.get('device', '?')}" for s in segs
                            if s.get("steps") is not None)
-    return (f"{steps:,} steps, {seen / 1e6:.2f} M molecules, {hours} h ({parts}); lr {card.get('lr')}, "
-            f"EMA {card.get('ema_decay')}; measured quality: docs/model-card.md")
+    tail = ("measured quality: docs/model-card.md" if shipped else
+            (f"data {card['data']}; " if card.get("data") else "") + "quality: `ead sample`, then `ead evaluate`")
+    return (f"{steps:,} steps, {_amount(seen)}, {_duration(hours)} ({parts}); lr {card.get('lr')}, "
+            f"EMA {card.get('ema_decay')}; {tail}")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import functools
 
-from ..train.predictor import PredictorTrainConfig
-from .common import default_of, nonneg_int, positive_float, positive_int
+from .common import add_threads_flag, default_of, nonneg_int, positive_float, positive_int
+
+HELP = "train a QM9 property predictor (scores conditional generation)"
+
 
 def add(sub):
+    from ..train.predictor import PredictorTrainConfig   # torch: loaded for this verb only
+
     D = functools.partial(default_of, PredictorTrainConfig)   # every default is the config's
     from ..data.properties import QM9_UNITS
 
-    p = sub.add_parser("predictor", help="train a QM9 property predictor (scores conditional generation)",
+    p = sub.add_parser("predictor", help=HELP,
                        description="Train an EGNN predictor of one QM9 property on EDM's first half of "
                        "the training split (the conditional generator trains on the second). Resumes from "
                        "the last checkpoint in --run-dir; the exported RUN_DIR/model records its MAE on "
@@ -30,13 +34,13 @@ def add(sub):
     p.add_argument("--ckpt-every", type=positive_int, default=D("ckpt_every"))
     p.add_argument("--val-every", type=nonneg_int, default=D("val_every"))
     p.add_argument("--seed", type=int, default=D("seed"))
-    p.add_argument("--threads", type=positive_int)
+    add_threads_flag(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..train.predictor import train_predictor
+    from ..train.predictor import PredictorTrainConfig, train_predictor
 
     s = train_predictor(PredictorTrainConfig(
         run_dir=args.run_dir, property=args.property, split=args.split, layers=args.layers,

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..device import PRECISIONS
-from ..diffusion.schedules import SamplerConfig
 from ..errors import EADError
-from .common import add_config_flags, config_values, positive_float, positive_int
+from .common import add_config_flags, add_threads_flag, config_values, positive_float, positive_int
+
+
+HELP = "generate molecules as SDF or XYZ (optionally .gz)"
 
 
 def add(sub):
-    p = sub.add_parser("sample", help="generate molecules as SDF or XYZ",
+    from ..device import PRECISIONS   # torch: loaded for this verb only
+    from ..diffusion.schedules import SamplerConfig
+
+    p = sub.add_parser("sample", help=HELP,
                        description="Sample molecules from a trained model with any sampler. "
                        "Defaults come from the model's config.")
     p.add_argument("--model", default="qm9", help="model folder, or a shipped model name (default qm9)")
     p.add_argument("-n", "--num", type=positive_int, default=100, help="number of molecules")
-    p.add_argument("-o", "--output", default="samples.sdf", help=".sdf or .xyz (default samples.sdf)")
+    p.add_argument("-o", "--output", default="samples.sdf",
+                   help=".sdf or .xyz, optionally .gz (default samples.sdf)")
     add_config_flags(p, SamplerConfig)   # --sampler, --steps, … --eta: SamplerConfig's fields
     p.add_argument("--num-atoms", type=positive_int,
                    help="fixed molecule size (default: p(M)); for a dummy-atom model, the slots per "
@@ -43,7 +48,10 @@ def add(sub):
                         "ε = ε_guide + w·(ε − ε_guide); two network calls per step (docs/autoguidance.md)")
     p.add_argument("--guidance", type=positive_float, metavar="W",
                    help="autoguidance weight w (default 2; 1 = no guidance); needs --guide")
-    p.add_argument("--quiet", action="store_true")
+    add_threads_flag(p)
+    p.add_argument("--progress", action="store_true",
+                   help="show progress even when stderr is not a terminal (it is off then by default)")
+    p.add_argument("--quiet", action="store_true", help="no progress and no summary")
     p.add_argument("--trajectory", metavar="DIR",
                    help="also record how the first K molecules form, into DIR: trajectory.npz "
                    "(per-atom times and positions at every step) and, per molecule, an animated "
@@ -56,17 +64,20 @@ def add(sub):
 def run(args) -> int:
     import time
 
-    from tqdm import tqdm
-
     from ..data.files import MoleculeWriter
+    from ..device import set_threads
+    from ..diffusion.schedules import SamplerConfig
     from ..pipeline import EAD, drop_empty, split_result
+    from ..progress import showing
 
     out = Path(args.output)
-    if out.suffix.lower() not in (".sdf", ".xyz"):
-        raise EADError(f"output must end in .sdf or .xyz, got {out.name}")
+    if not out.name.lower().endswith((".sdf", ".xyz", ".sdf.gz", ".xyz.gz")):
+        raise EADError(f"output must end in .sdf or .xyz (optionally .gz), got {out.name}")
     if not out.parent.exists():
         raise EADError(f"output folder {out.parent} does not exist")
     model = EAD.from_pretrained(args.model, device=args.device)
+    if model.device.type == "cpu":
+        set_threads(args.threads, args.quiet)
     model.cuda_graph = not args.no_cuda_graph
     model.autocast = args.precision
     options = config_values(args, SamplerConfig)
@@ -92,7 +103,6 @@ def run(args) -> int:
     types = np.asarray(model.config.feature_types)
     t0 = time.time()
     calls, done, empty = 0, 0, 0
-    bar = tqdm(total=args.num, disable=args.quiet, desc=f"sample ({schedule.name})", unit="mol")
     settings = {**schedule.settings(), "seed": args.seed, "model": str(args.model),
                 **({"precision": model.precision} if model.precision else {}),
                 **({"guide": str(args.guide), "guidance": args.guidance} if guide is not None else {})}
@@ -108,17 +118,16 @@ def run(args) -> int:
                                             batch_size=args.batch_size, num_atoms=args.num_atoms,
                                             on_step=recorder, condition=condition,
                                             size_from=args.size_from, guide=guide,
-                                            guidance=args.guidance or 1.0, **options):
+                                            guidance=args.guidance or 1.0,
+                                            progress=showing(args.quiet, args.progress), **options):
             mols, targets, dropped = drop_empty(split_result(res, types), res.info.get("condition", {}))
             empty += dropped
             props = [{k: f"{v[i]:.6g}" for k, v in targets.items()} for i in range(len(mols))]
             writer.write(mols, names=[f"ead_{done + i}" for i in range(len(mols))], properties=props)
             done += len(mols)
             calls += res.network_calls
-            bar.update(len(res.num_atoms))
             if recorder is not None:
                 recorder.end_batch(res)
-    bar.close()
     dt = time.time() - t0
     if not args.quiet:
         print(f"wrote {done} molecules to {out} ({schedule.name}, {settings['steps']} steps, "
@@ -128,7 +137,8 @@ def run(args) -> int:
     if recorder is not None:
         from ..viz.render import write_trajectory_outputs
 
-        files = write_trajectory_outputs(recorder.trajectories, args.trajectory)
+        files = write_trajectory_outputs(recorder.trajectories, args.trajectory,
+                                         progress=showing(args.quiet, args.progress))
         if not args.quiet:
             print(f"recorded {len(recorder.trajectories)} trajectories in {args.trajectory}: "
                   f"{files[0].name}, {len(files) - 1} pictures (molecule_*.gif, molecule_*_times.png)")

@@ -5,17 +5,21 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ..diffusion.loss import LOSS_WEIGHTS, TIME_SAMPLINGS
-from ..diffusion.noise import SCHEDULES
 from ..errors import EADError
-from ..model.config import PRESETS, SIZE_MODES
-from ..train.config import LR_SCHEDULES, TrainConfig
-from .common import default_of, nonneg_int, positive_float, positive_int
+from .common import add_threads_flag, default_of, nonneg_int, positive_float, positive_int
+
+HELP = "train EAD (or EDM with --window 0) on QM9 or your molecules"
+
 
 def add(sub):
+    from ..diffusion.loss import LOSS_WEIGHTS, TIME_SAMPLINGS   # torch: loaded for this verb only
+    from ..diffusion.noise import SCHEDULES
+    from ..model.config import PRESETS, SIZE_MODES
+    from ..train.config import LR_SCHEDULES, TrainConfig
+
     D = functools.partial(default_of, TrainConfig)   # every default is the config's
 
-    p = sub.add_parser("train", help="train EAD (or EDM with --window 0) on QM9 or your molecules",
+    p = sub.add_parser("train", help=HELP,
                        description="Train EAD with Algorithm 1 (per-atom times within ±C). Resumes "
                        "automatically from the last checkpoint in --run-dir.")
     p.add_argument("--data", default=D("data"),
@@ -54,7 +58,7 @@ def add(sub):
     p.add_argument("--devices", type=positive_int, default=D("devices"), help="GPUs (or processes) per node")
     p.add_argument("--num-nodes", type=positive_int, default=D("num_nodes"))
     p.add_argument("--precision", default=D("precision"), help="Fabric precision, e.g. bf16-mixed")
-    p.add_argument("--threads", type=positive_int, help="CPU threads")
+    add_threads_flag(p)
     p.add_argument("--condition", metavar="PROPS",
                    help="train a conditional model on these properties, comma-separated: QM9's alpha, "
                         "gap, homo, lumo, mu, Cv (EDM's units), or numeric SD data fields of your SDF")
@@ -101,6 +105,7 @@ def add(sub):
 
 
 def run(args) -> int:
+    from ..train.config import TrainConfig
     from ..train.generator import train
 
     cfg = TrainConfig(run_dir=args.run_dir, data=args.data, remove_h=args.remove_h, preset=args.preset,

@@ -15,6 +15,10 @@ from ..errors import EADError
 from .bonds import MAX_Z
 from .elements import CHARGE_SCALE, ONE_HOT_SCALE, symbol
 
+# The largest molecule a model may describe or generate: every atom pair is an edge, so one
+# molecule of M atoms costs M(M − 1) edges (GEOM-Drugs' largest has 181 atoms; docs/reliability.md).
+MAX_MOLECULE_ATOMS = 1000
+
 
 @dataclass
 class MoleculeSet:

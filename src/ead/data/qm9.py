@@ -43,12 +43,20 @@ def cache_dir() -> Path:
     return Path(base) / "ead"
 
 
+class MissingQM9(EADError):
+    """QM9 is needed (training on it, novelty against it) and neither its cache nor the optional
+    qm9pack package (224 MB, the `ead[qm9]` extra) is there: sampling does not need it."""
+
+    def __init__(self):
+        super().__init__("QM9 needs the optional package qm9pack (224 MB): pip install 'ead[qm9]'")
+
+
 def qm9pack_data_dir() -> Path:
     # qm9pack's own loader imports pkg_resources (gone from recent setuptools): find its data
     # folder without importing the package.
     spec = importlib.util.find_spec("qm9pack")
     if spec is None or not spec.submodule_search_locations:
-        raise EADError("QM9 needs the package qm9pack: pip install qm9pack")
+        raise MissingQM9()
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 

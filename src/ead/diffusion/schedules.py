@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import EADError
-from ..model.config import DEFAULT_WINDOW
+from ..model.config import DEFAULT_WINDOW, MAX_TIMESTEPS, check_json, dataclass_schema
 from .noise import SPACINGS, NoiseSchedule, strided_times
 from .updates import UPDATES, UpdateRule, make_update
 
@@ -341,10 +341,15 @@ class SamplerConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "sampler settings") -> "SamplerConfig":
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.names()))
+        d = dict(d or {}) if d is None or isinstance(d, dict) else d
+        unknown = sorted(set(d) - set(cls.names())) if isinstance(d, dict) else []
         if unknown:
             raise EADError(f"unknown {where} {unknown}; known: {', '.join(cls.names())}")
+        d = check_json(d, dataclass_schema(cls), where, _KIND_RANGES_OF(cls))
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("kind") == "choice" and f.name in d and d[f.name] not in f.metadata["choices"]:
+                raise EADError(f"{where}: unknown {f.name} {d[f.name]!r}; choose from "
+                               f"{', '.join(f.metadata['choices'])}")
         return cls(**d)
 
     def to_dict(self) -> dict:
@@ -358,6 +363,16 @@ class SamplerConfig:
         if unknown:
             raise EADError(f"unknown sampler option {unknown[0]!r}; known: {', '.join(self.names())}")
         return dataclasses.replace(self, **given)
+
+
+_KIND_RANGES = {"positive_int": (1, MAX_TIMESTEPS), "nonneg_int": (0, MAX_TIMESTEPS),
+                "fraction": (1e-12, 1.0), "unit_float": (0.0, 1.0)}
+
+
+def _KIND_RANGES_OF(cls) -> dict:
+    """Each field's range as read from JSON: the range of its command-line kind."""
+    return {f.name: _KIND_RANGES[f.metadata["kind"]] for f in dataclasses.fields(cls)
+            if f.metadata.get("kind") in _KIND_RANGES}
 
 
 def make_schedule(name: str, noise: NoiseSchedule, **options) -> SamplerSchedule:

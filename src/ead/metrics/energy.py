@@ -15,6 +15,7 @@ import numpy as np
 
 from ..data.batch import MoleculeSet
 from ..errors import EADError
+from ..progress import tracked
 
 INSTALL_HINT = "energy checks need the packages tblite and scipy: pip install tblite scipy"
 HARTREE_TO_KCAL = 627.509474
@@ -77,15 +78,16 @@ def _summary(values: list[float]) -> dict:
 
 
 def energy_metrics(mols: MoleculeSet, n: int, seed: int = 0,
-                   candidates: np.ndarray | None = None) -> dict:
+                   candidates: np.ndarray | None = None, progress=False) -> dict:
     """Energy drop and RMSD on n molecules drawn without replacement (seeded) from `candidates`
-    (indices; default all molecules, typically the valid ones)."""
+    (indices; default all molecules, typically the valid ones). progress: as
+    ead.progress.Progress's `show`, per molecule relaxed."""
     _imports()  # fail before any work if the packages are missing
     pool = np.arange(len(mols)) if candidates is None else np.asarray(candidates, dtype=np.int64)
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False)) if len(pool) else pool
     drops, rmsds, failures = [], [], []
-    for m in chosen.tolist():
+    for m in tracked(chosen.tolist(), len(chosen), "xTB relaxation", "mol", progress):
         pos, z = mols.molecule(m)
         try:
             e0, e1, relaxed = relax(pos, z)

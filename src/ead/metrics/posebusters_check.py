@@ -20,6 +20,7 @@ from rdkit import rdBase
 
 from ..data.batch import MoleculeSet
 from ..errors import EADError
+from ..progress import Progress
 from .chem import graph_mols
 from .stability import BondGraph
 
@@ -39,12 +40,19 @@ def _mol_config() -> dict:
     return config
 
 
+# molecules per PoseBusters call: the progress moves every few seconds, and a call's fixed cost
+# stays small beside ~1 s per molecule
+PROGRESS_CHUNK = 8
+
+
 def posebusters_metrics(mols: MoleculeSet, graph: BondGraph | None = None,
-                        workers: int = 0) -> dict:
+                        workers: int = 0, progress=False) -> dict:
     """{'overall': fraction passing all checks, 'checks': {check: pass fraction}, 'num_molecules'}.
 
-    workers: PoseBusters' process count (0 = in this process)."""
+    workers: PoseBusters' process count (0 = in this process). progress: as
+    ead.progress.Progress's `show`, per molecule checked."""
     try:
+        import pandas as pd   # a dependency of posebusters
         from posebusters import PoseBusters
     except ImportError:
         raise EADError(INSTALL_HINT) from None
@@ -57,8 +65,14 @@ def posebusters_metrics(mols: MoleculeSet, graph: BondGraph | None = None,
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     try:
-        with rdBase.BlockLogs():
-            table = PoseBusters(config=_mol_config(), max_workers=workers).bust(rd_mols)
+        with rdBase.BlockLogs(), Progress(len(rd_mols), "PoseBusters", "mol", progress) as bar:
+            buster = PoseBusters(config=_mol_config(), max_workers=workers)
+            step = PROGRESS_CHUNK if progress else max(1, len(rd_mols))
+            tables = []
+            for a in range(0, len(rd_mols), step):
+                tables.append(buster.bust(rd_mols[a : a + step]))
+                bar.update(len(rd_mols[a : a + step]))
+            table = pd.concat(tables, ignore_index=True)
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)

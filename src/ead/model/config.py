@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.batch import MAX_MOLECULE_ATOMS
 from ..data.elements import ABSENT, QM9_TYPES
 from ..errors import EADError
+from ..io import read_json
 
 SIZE_MODES = ("prior", "dummy")
 # EAD's training window C (docs/method.md §4), the one default for training and the asynchronous
@@ -23,6 +26,130 @@ def check_window(window: int, timesteps: int) -> None:
     """The window C must leave room for the baseline: 0 ≤ C ≤ T/2."""
     if window < 0 or 2 * window > timesteps:
         raise EADError(f"window C must be in [0, T/2], got {window}")
+
+# ----------------------------------------------------------------------------------------------
+# The schema of every JSON the package reads (docs/reliability.md): each field's type comes from its
+# dataclass annotation (or a plain {name: annotation} mapping), its range from a `ranges` entry;
+# a value is checked here once, before anything is built from it. Resource limits are checked on
+# estimates, before any allocation, with the numbers in the message.
+MAX_PARAMETERS = 250_000_000      # weights of one network (1 GB in float32)
+MAX_TIMESTEPS = 100_000           # T: the noise process holds a few arrays of T + 1 values
+MAX_SAMPLING_EDGES = 2**26        # atom pairs in one sampling batch (its edge index alone is 1 GiB)
+MAX_LIST = 100_000                # entries of any list or mapping in a config
+
+
+def check_json(d, schema: dict[str, str], where: str, ranges: dict | None = None,
+               unknown: str = "error") -> dict:
+    """`d` (a JSON object) with each field of `schema` (name -> annotation: "int", "float | None",
+    "tuple[int, ...]", "dict[int, int]", …) type-checked and converted, and in its `ranges` entry
+    ((low, high), either None for open). Unknown fields are an error, or dropped (unknown="ignore")."""
+    if not isinstance(d, dict):
+        raise EADError(f"{where} must be a JSON object, got {_kind(d)}")
+    extra = sorted(set(d) - set(schema))
+    if extra and unknown == "error":
+        raise EADError(f"unknown {where} fields {extra}")
+    ranges = ranges or {}
+    return {k: _value(v, schema[k], ranges.get(k), f"{where}: {k}") for k, v in d.items() if k in schema}
+
+
+def dataclass_schema(cls) -> dict[str, str]:
+    return {f.name: str(f.type) for f in dataclasses.fields(cls)}
+
+
+def _kind(v) -> str:
+    return {bool: "a bool", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _value(v, kind: str, rng, what: str):
+    kind = kind.replace(" ", "")
+    if kind.endswith("|None"):
+        return None if v is None else _value(v, kind[:-5], rng, what)
+    if kind.startswith(("tuple[", "list[")):
+        inner = kind[kind.index("[") + 1 : -1].split(",")[0]
+        if not isinstance(v, (list, tuple)) or len(v) > MAX_LIST:
+            raise EADError(f"{what} must be a list (of at most {MAX_LIST:,} entries), got {_kind(v)}")
+        items = [_value(x, inner, rng, what) for x in v]
+        return tuple(items) if kind.startswith("tuple") else items
+    if kind.startswith("dict[int,"):
+        if not isinstance(v, dict) or len(v) > MAX_LIST:
+            raise EADError(f"{what} must be an object {{size: value}}, got {_kind(v)}")
+        out = {}
+        for key, value in v.items():
+            key = _value(int(key) if str(key).isdigit() else key, "int", rng, f"{what} key")
+            out[key] = _value(value, kind[9:-1], (0, None) if kind == "dict[int,int]" else None,
+                              f"{what}[{key}]")
+        return out
+    if kind == "list" or kind == "dict":
+        if not isinstance(v, {"list": list, "dict": dict}[kind]):
+            raise EADError(f"{what} must be {'a list' if kind == 'list' else 'an object'}, got {_kind(v)}")
+        return v
+    if kind == "bool":
+        if not isinstance(v, bool):
+            raise EADError(f"{what} must be true or false, got {json.dumps(v)[:40]}")
+        return v
+    if kind == "str":
+        if not isinstance(v, str) or len(v) > 10_000:
+            raise EADError(f"{what} must be a string, got {_kind(v)}")
+        return v
+    if kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise EADError(f"{what} must be an integer, got {json.dumps(v)[:40]}")
+    elif kind == "float":
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise EADError(f"{what} must be a finite number, got {json.dumps(v)[:40]}")
+        v = float(v)
+    else:
+        raise AssertionError(f"no schema rule for {kind}")
+    if rng is not None:
+        low, high = rng
+        if (low is not None and v < low) or (high is not None and v > high):
+            span = f"≥ {low}" if high is None else f"≤ {high}" if low is None else f"in [{low}, {high}]"
+            raise EADError(f"{what} must be {span}, got {v}")
+    return v
+
+
+def parameter_estimate(layers: int, hidden: int) -> int:
+    """About how many weights an EGNN of this size holds (9·L·h²: edge, node, coordinate and
+    attention MLPs; the shipped 9 × 256 network has 5.3 M)."""
+    return 9 * int(layers) * int(hidden) ** 2
+
+
+def check_parameters(layers: int, hidden: int, where: str) -> None:
+    n = parameter_estimate(layers, hidden)
+    if n > MAX_PARAMETERS:
+        raise EADError(f"{where}: {layers} layers × {hidden} hidden ≈ {n:.3g} parameters "
+                       f"({4 * n / 2**30:.3g} GiB in float32), over the limit of {MAX_PARAMETERS:.3g}")
+
+
+def check_weights(state: dict, where: str) -> None:
+    """Weights must be floating point: integer ones would load, be cast, and sample nonsense."""
+    bad = [k for k, v in state.items() if not v.dtype.is_floating_point]
+    if bad:
+        raise EADError(f"{where}: weight {bad[0]} is {str(state[bad[0]].dtype).replace('torch.', '')}; "
+                       f"weights must be floating point ({len(bad)} tensors are not)")
+
+
+def check_sampling_batch(sizes, batch_size: int) -> None:
+    """Refuse molecule sizes, or a batch of them, whose atom pairs would not fit (before any
+    allocation): one molecule of at most MAX_MOLECULE_ATOMS atoms, a batch of at most
+    MAX_SAMPLING_EDGES pairs."""
+    import torch
+
+    sizes = torch.as_tensor(sizes, dtype=torch.int64).reshape(-1)
+    largest = int(sizes.max())
+    if largest > MAX_MOLECULE_ATOMS:
+        raise EADError(f"molecules of {largest:,} atoms are over the limit of {MAX_MOLECULE_ATOMS:,} "
+                       f"(a molecule's {largest * (largest - 1):,} atom pairs are all edges)")
+    pairs = torch.cumsum(sizes * (sizes - 1), 0)
+    ends = torch.arange(batch_size, len(sizes) + batch_size, batch_size).clamp_max(len(sizes)) - 1
+    per_batch = torch.diff(pairs[ends], prepend=torch.zeros(1, dtype=torch.int64))
+    worst = int(per_batch.max())
+    if worst > MAX_SAMPLING_EDGES:
+        fits = max(1, MAX_SAMPLING_EDGES // max(1, largest * (largest - 1)))
+        raise EADError(f"a batch of {min(batch_size, len(sizes))} molecules has {worst:,} atom pairs, over "
+                       f"the limit of {MAX_SAMPLING_EDGES:,}; use a batch size of at most {fits}")
+
 
 # name -> (layers, hidden). `paper` is the paper's (and EDM's) QM9 network, 5.3 M parameters;
 # `geom` is EDM's GEOM-Drugs network (4 layers × 256).
@@ -48,7 +175,7 @@ class ModelConfig:
     context_mean: tuple[float, ...] = ()
     context_mad: tuple[float, ...] = ()
     # per molecule size, the training quantiles of each property: targets drawn when none is given
-    context_quantiles: dict[int, list] = field(default_factory=dict)
+    context_quantiles: dict[int, list[list[float]]] = field(default_factory=dict)
     # denoiser (docs/method.md §5)
     preset: str = "small"
     layers: int = 6
@@ -71,11 +198,17 @@ class ModelConfig:
     absent_bias: int = 0
 
     def __post_init__(self):
+        check_parameters(self.layers, self.hidden, "model")
         self.atom_types = tuple(int(z) for z in self.atom_types)
         self.context = tuple(self.context)
         self.context_mean = tuple(float(v) for v in self.context_mean)
         self.context_mad = tuple(float(v) for v in self.context_mad)
         self.size_histogram = {int(k): int(v) for k, v in self.size_histogram.items()}
+        if any(v < 0 for v in self.size_histogram.values()) or (
+                self.size_histogram and sum(self.size_histogram.values()) <= 0):
+            raise EADError("size_histogram needs counts ≥ 0 and at least one positive count")
+        if not 1 <= self.timesteps <= MAX_TIMESTEPS:
+            raise EADError(f"timesteps T must be in [1, {MAX_TIMESTEPS:,}], got {self.timesteps:,}")
         self.context_quantiles = {int(k): [list(map(float, q)) for q in v] for k, v in self.context_quantiles.items()}
         if not len(self.context) == len(self.context_mean) == len(self.context_mad):
             raise EADError("context, context_mean and context_mad must have one entry per property")
@@ -121,11 +254,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise EADError(f"unknown model config fields {sorted(unknown)}")
-        return cls(**d)
+        """A config from its JSON, each field's type and range checked (MODEL_RANGES)."""
+        return cls(**check_json(d, dataclass_schema(cls), "model config", MODEL_RANGES))
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
@@ -135,15 +265,23 @@ class ModelConfig:
         return cls.from_dict(read_model_meta(path)["model"])
 
 
+# ranges of ModelConfig's fields as read from JSON (types come from the annotations)
+MODEL_RANGES = {
+    "atom_types": (1, 118), "size_histogram": (1, MAX_MOLECULE_ATOMS), "layers": (1, 1000),
+    "hidden": (1, 2**20), "coords_range": (1e-6, 1e6), "norm_constant": (0.0, 1e6),
+    "normalization_factor": (1e-6, 1e6), "timesteps": (1, MAX_TIMESTEPS), "noise_precision": (1e-12, 0.1),
+    "window": (0, MAX_TIMESTEPS), "max_atoms": (0, MAX_MOLECULE_ATOMS), "absent_bias": (0, MAX_TIMESTEPS),
+    "context_quantiles": (1, MAX_MOLECULE_ATOMS),
+}
+# config.json around the model config
+MODEL_META = {"format": "str", "version": "int", "ead_version": "str", "model": "dict",
+              "sampler_defaults": "dict | None", "card": "dict | None"}
+
+
 def read_model_meta(path: Path) -> dict:
     """The JSON of a model folder's config.json (format, model config, sampler defaults, card),
     checked to be one: the single reader for every place that opens a model."""
-    try:
-        d = json.loads(Path(path).read_text())
-    except (FileNotFoundError, IsADirectoryError):
-        raise EADError(f"missing model config {path}") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EADError(f"corrupt model config {path}: {e}") from None
+    d = read_json(path, "model config")
     if not isinstance(d, dict) or d.get("format") != "ead-model" or not isinstance(d.get("model"), dict):
         raise EADError(f"{path} is not an EAD model config")
-    return d
+    return check_json(d, MODEL_META, f"{path}", unknown="ignore")

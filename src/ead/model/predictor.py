@@ -17,8 +17,9 @@ from torch import nn
 from ..data.batch import FeatureEncoder, as_molecule_set, collate
 from ..data.elements import QM9_TYPES
 from ..errors import EADError
-from ..io import write_atomic
+from ..io import read_json, write_atomic
 from ..version import __version__
+from .config import check_json, check_parameters, check_weights, dataclass_schema
 from .egnn import EGNN, segment_sum
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
@@ -55,9 +56,13 @@ class PredictorConfig:
     attention: bool = True
 
     def __post_init__(self):
+        check_parameters(self.layers, self.hidden, "predictor")
         self.atom_types = tuple(int(z) for z in self.atom_types)
         if not self.mad > 0:
             raise EADError("predictor MAD must be positive")
+
+
+PREDICTOR_RANGES = {"atom_types": (1, 118), "hidden": (1, 2**20), "layers": (1, 1000), "mad": (1e-300, None)}
 
 
 def build_predictor(cfg: PredictorConfig) -> PropertyPredictor:
@@ -80,19 +85,15 @@ class Predictor:
         from safetensors.torch import load_file
 
         path = Path(path)
-        try:
-            meta = json.loads((path / CONFIG_NAME).read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise EADError(f"no readable predictor config in {path} ({e.__class__.__name__})") from None
+        meta = read_json(path / CONFIG_NAME, "predictor config")
         if not isinstance(meta, dict) or meta.get("format") != "ead-predictor":
             raise EADError(f"{path} is not an EAD property predictor")
-        try:
-            config = PredictorConfig(**meta["predictor"])
-        except TypeError as e:
-            raise EADError(f"corrupt predictor config in {path}: {e}") from None
+        config = PredictorConfig(**check_json(meta.get("predictor"), dataclass_schema(PredictorConfig),
+                                              f"predictor config in {path}", PREDICTOR_RANGES))
         net = build_predictor(config)
         try:
             state = load_file(str(path / WEIGHTS_NAME))
+            check_weights(state, str(path / WEIGHTS_NAME))
             net.load_state_dict(state)
         except FileNotFoundError:
             raise EADError(f"missing {WEIGHTS_NAME} in {path}") from None

@@ -20,7 +20,8 @@ def card(meta: dict) -> dict:
     step, lineage = meta["step"], meta.get("lineage", [])
     out = {"training_steps": step, "training_hours": round(meta["elapsed_s"] / 3600, 3),
             "batch_size": tc["batch_size"] * world, "lr": tc["lr"], "ema_decay": tc["ema_decay"],
-            "device": meta.get("device", "cpu"), "precision": tc.get("precision", "32-true")}
+            "device": meta.get("device", "cpu"), "precision": tc.get("precision", "32-true"),
+            "data": tc.get("data")}
     if lineage:   # this run continues others: say so, and give the totals
         out["continues"] = lineage
         out["total_training_steps"] = step + sum(seg["steps"] for seg in lineage)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.batch import FeatureEncoder, MoleculeSet, SizeBucketBatches, collate
-from ..device import device_name, has_fast_bf16
+from ..device import device_name, has_fast_bf16, set_threads
 from ..diffusion.loss import TrainingWindow, diffusion_loss, step_generator
 from ..diffusion.noise import NoiseSchedule
 from ..errors import EADError
@@ -35,8 +35,7 @@ def train(cfg: TrainConfig) -> dict:
     """Train (or resume) the run in cfg.run_dir. Returns a summary dict."""
     from lightning.fabric import Fabric
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads, cfg.quiet)
     cfg.check()
     ckpt = Checkpointer(Path(cfg.run_dir), keep=cfg.keep_checkpoints)
     latest = ckpt.latest()

@@ -34,6 +34,7 @@ def run_loop(objective: Objective, step: int, max_steps: int, ckpt_every: int, c
              log: CsvLog | None = None, bar=None) -> int:
     """Train from `step` until max_steps or the clock stops the run; returns the last step. A
     checkpoint is written every ckpt_every steps and at the end (a stopped run resumes there)."""
+    saved = step if step > 0 else None   # a resumed run's checkpoint at `step` is on disk already
     try:
         while step < max_steps and clock.keep_going():
             objective.train_step(step)
@@ -45,7 +46,9 @@ def run_loop(objective: Objective, step: int, max_steps: int, ckpt_every: int, c
                     log.write(row)
             if step % ckpt_every == 0:
                 objective.save(step)
-        objective.save(step)
+                saved = step
+        if saved != step:
+            objective.save(step)
     finally:
         if bar is not None:
             bar.close()

@@ -19,6 +19,7 @@ import torch
 
 from ..data.batch import FeatureEncoder, MoleculeSet, SizeBucketBatches, collate
 from ..data.properties import QM9_UNITS, context_stats, property_columns
+from ..device import set_threads
 from ..errors import EADError
 from ..model.predictor import Predictor, PredictorConfig, PropertyPredictor, build_predictor
 from .checkpoint import Checkpointer, load_optimizer_tensors, optimizer_tensors
@@ -77,8 +78,7 @@ def train_predictor(cfg: PredictorTrainConfig) -> dict:
         raise EADError(f"unknown QM9 property {cfg.property!r}; choose from {', '.join(QM9_UNITS)}")
     if cfg.batch_size < 1 or not cfg.lr > 0:
         raise EADError("batch size ≥ 1 and a positive learning rate are required")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads, cfg.quiet)
     run = PredictorRun(cfg)
     run.dir.mkdir(parents=True, exist_ok=True)
     (run.dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))

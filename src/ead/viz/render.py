@@ -20,6 +20,7 @@ from ..data.bonds import bond_list
 from ..data.elements import symbol
 from ..errors import EADError
 from ..pipeline import write_atomic
+from ..progress import tracked
 from .style import ball_radius, color_rgb, formula
 from .trajectory import MoleculeTrajectory, save_trajectories
 
@@ -165,10 +166,12 @@ def render_gif(traj: MoleculeTrajectory, path, frames: int = 48, size: int = 320
 
 def plot_times(traj: MoleculeTrajectory, path, title: str | None = None) -> Path:
     """Heat map of each atom's time t_i against the iterate, atoms ordered by when they reach
-    t = 0 (first at the top), labelled by their final element. The upper panel shows the whole
-    run on the scale of T; since EAD keeps atoms within 2C ≪ T of each other, the lower panel
-    zooms into the asynchronous phase and shows the lag t_i − min_j t_j, where the order in
-    which atoms leave the noise is visible."""
+    t = 0 (first at the top), labelled by their final element. EAD keeps atoms within 2C ≪ T of
+    each other, so t_i itself on the scale of T is one gradient shared by all rows; the upper
+    panel shows instead each atom's lead or lag on the molecule's mean time, t_i − mean_j t_j,
+    over the whole run (blue: ahead, red: behind; the mean time is on the top axis). The lower
+    panel zooms into the asynchronous phase and shows the lag t_i − min_j t_j behind the leading
+    atom, where the order in which atoms leave the noise is visible."""
     from matplotlib.figure import Figure
 
     order = traj.finish_order()
@@ -184,10 +187,17 @@ def plot_times(traj: MoleculeTrajectory, path, title: str | None = None) -> Path
     fig = Figure(figsize=(9.0, 1.3 + 2 * panel_h + 0.6), layout="constrained")
     ax_t, ax_l = fig.subplots(2, 1, height_ratios=[1, 1])
     extent = [it[0] - 0.5, it[-1] + 0.5, m - 0.5, -0.5]
-    im = ax_t.imshow(times, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0,
-                     vmax=traj.timesteps, extent=extent)
-    fig.colorbar(im, ax=ax_t, label="diffusion time $t_i$", pad=0.01)
-    ax_t.set_title("per-atom diffusion time (whole run)", fontsize=10)
+    mean_t = times.mean(axis=0)
+    dev = times - mean_t
+    span = max(1.0, float(np.abs(dev).max()))
+    im = ax_t.imshow(dev, aspect="auto", interpolation="nearest", cmap="RdBu_r", vmin=-span,
+                     vmax=span, extent=extent)
+    fig.colorbar(im, ax=ax_t, label=r"$t_i - \mathrm{mean}_j\, t_j$", pad=0.01)
+    ax_t.set_title("lead (blue) and lag (red) on the molecule's mean time, whole run", fontsize=10)
+    top = ax_t.secondary_xaxis("top")   # the shared schedule: mean time at the iterate below
+    ticks = [k for k in ax_t.get_xticks() if it[0] <= k <= it[-1]]
+    top.set_xticks(ticks, [f"{np.interp(k, it, mean_t):.0f}" for k in ticks], fontsize=7)
+    top.set_xlabel("mean time $t$", fontsize=8)
 
     async_cols = np.nonzero(lag.max(axis=0) > 0)[0]
     if len(async_cols):
@@ -219,15 +229,15 @@ def plot_times(traj: MoleculeTrajectory, path, title: str | None = None) -> Path
 
 
 def write_trajectory_outputs(trajectories: list[MoleculeTrajectory], folder, metadata: dict | None = None,
-                             frames: int = 48) -> list[Path]:
+                             frames: int = 48, progress=False) -> list[Path]:
     """Everything `ead sample --trajectory DIR` leaves in DIR: trajectory.npz (all recorded
     data), and per recorded molecule k an animation molecule_k.gif and a heat map
-    molecule_k_times.png."""
+    molecule_k_times.png. `progress`: as ead.progress.Progress's `show` (per molecule drawn)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = [save_trajectories(folder / "trajectory.npz", trajectories, metadata)]
     width = max(2, len(str(len(trajectories) - 1)))
-    for k, tr in enumerate(trajectories):
+    for k, tr in enumerate(tracked(trajectories, len(trajectories), "trajectory pictures", "mol", progress)):
         stem = f"molecule_{k:0{width}d}"
         written.append(render_gif(tr, folder / f"{stem}.gif", frames=frames))
         written.append(plot_times(tr, folder / f"{stem}_times.png"))

@@ -236,11 +236,13 @@ hover an atom to name it. Bonds are inferred from distances (evaluation protocol
 
 # ------------------------------------------------------------------------------ the verb
 def view_file(path, out_prefix=None, max_molecules: int = 48, columns: int = 4,
-              png: bool = True, page: bool = True) -> dict:
+              png: bool = True, page: bool = True, progress=False) -> dict:
     """Read an SDF/XYZ file (or folder) and write OUT_PREFIX.png and OUT_PREFIX.html for its
     first `max_molecules` molecules. Unreadable records are skipped and counted, not fatal: a
-    viewer should show what it can. Returns the paths written and the counts."""
+    viewer should show what it can. Returns the paths written and the counts. `progress`: as
+    ead.progress.Progress's `show`, per molecule drawn."""
     from ..data.files import read_molecules
+    from ..progress import tracked
 
     path = Path(path)
     result = read_molecules(path, strict=False)
@@ -253,7 +255,8 @@ def view_file(path, out_prefix=None, max_molecules: int = 48, columns: int = 4,
     if not out_prefix.parent.exists():
         raise EADError(f"output folder {out_prefix.parent} does not exist")
     shown = list(zip(result.molecules, result.names))[:max_molecules]
-    infos = [describe(pos, z, k, name) for k, ((pos, z), name) in enumerate(shown)]
+    infos = [describe(pos, z, k, name) for k, ((pos, z), name)
+             in enumerate(tracked(shown, len(shown), "view", "mol", progress))]
     out = {"molecules": len(result.molecules), "shown": len(infos),
            "valid": sum(i.valid for i in infos), "skipped": len(result.errors), "files": []}
     if png:
