@@ -3,6 +3,8 @@
     from ead import EAD
     model = EAD.from_pretrained("qm9")                 # the shipped model
     mols = model.sample(100, sampler="adaptive", steps=200, seed=0)   # RDKit molecules, 3D
+    model.to("cuda", dtype=torch.bfloat16)             # as a torch module moves
+    mols = model.sample(100, progress=True)            # a fresh seed, in each molecule's ead_seed
 
 Weights are safetensors, the configuration JSON: loading never unpickles anything.
 """
@@ -27,6 +29,7 @@ from .diffusion.sampler import SampleResult, run_sampler
 from .diffusion.schedules import SAMPLERS, SamplerConfig, build_schedule
 from .errors import EADError
 from .io import write_atomic
+from .progress import Progress
 from .model.build import build_denoiser
 from .model.config import ModelConfig, check_sampling_batch, check_weights, read_model_meta
 from .model.egnn import Denoiser
@@ -38,12 +41,45 @@ CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 # sampler at steps = T (its own T, not 1000: a model trained with --timesteps 500 must sample with
 # its defaults). The shipped QM9 model overrides them with the few-step setting its card measures.
 
+# The keyword arguments of the sampling methods besides the sampler's settings (SamplerConfig's
+# fields): an unknown keyword is a TypeError naming the method called, as a Python call would be.
+SAMPLE_OPTIONS = ("sampler", "steps", "seed", "generator", "batch_size", "num_atoms", "condition",
+                  "size_from", "guide", "guidance", "on_step", "progress")
+DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16"}   # the network's precision, torch's names
+
+
+def check_options(method: str, options: dict) -> None:
+    """A TypeError for keywords `method` does not take, listing those it does."""
+    known = set(SAMPLE_OPTIONS) | set(SamplerConfig.names())
+    unknown = sorted(set(options) - known)
+    if unknown:
+        hint = (" (move the model with .to(device, dtype) instead)"
+                if set(unknown) & {"device", "dtype", "torch_dtype"} else "")
+        settings = [k for k in SamplerConfig.names() if k not in SAMPLE_OPTIONS]
+        raise TypeError(f"{method}() got an unexpected keyword argument {unknown[0]!r}{hint}; it takes "
+                        f"{', '.join(SAMPLE_OPTIONS)} and the sampler's {', '.join(settings)}")
+
+
+def draw_seed(seed: int | None, generator: torch.Generator | None) -> int:
+    """The seed a sampling call uses: `seed`; else one drawn from `generator` (the same generator
+    state, the same molecules; successive calls differ); else a fresh one. It is recorded with the
+    molecules (ead_seed), so any sample can be drawn again with seed=."""
+    if seed is not None:
+        if generator is not None:
+            raise TypeError("give seed= or generator=, not both")
+        return int(seed)
+    if generator is not None:
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
+    import secrets
+
+    return secrets.randbelow(2**31 - 1)
+
 
 class EAD:
     """A trained (or fresh) EAD model: configuration, denoiser and noise process."""
 
     def __init__(self, config: ModelConfig, denoiser: Denoiser | None = None, device=None,
-                 sampler_defaults: dict | None = None, card: dict | None = None):
+                 sampler_defaults: dict | None = None, card: dict | None = None, dtype=None):
         self.config = config
         self.device = resolve_device(device)
         self.denoiser = (denoiser or build_denoiser(config)).to(self.device).eval()
@@ -58,6 +94,29 @@ class EAD:
         # "auto" = bf16 where the CPU has AMX (`resolve_precision`; the command line's default)
         self.autocast: str | None = None
         self._accelerated: tuple | None = None
+        if dtype is not None:
+            self.to(dtype=dtype)
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "EAD":
+        """Move the model to `device` and/or sample in `dtype` (torch.float32, or torch.bfloat16:
+        the network in bfloat16 autocast, the noise process in float32); returns the model, as
+        torch's Module.to does."""
+        if isinstance(device, torch.dtype):   # model.to(torch.bfloat16)
+            device, dtype = None, device
+        if device is not None:
+            self.device = resolve_device(device)
+            self.denoiser.to(self.device)
+            self._accelerated = None
+        if dtype is not None:
+            if dtype not in DTYPES:
+                raise TypeError(f"EAD.to() takes dtype torch.float32 or torch.bfloat16, got {dtype}")
+            self.autocast = DTYPES[dtype]
+        return self
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's sampling precision (torch.bfloat16 under bf16 autocast)."""
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     @property
     def sampler_defaults(self) -> dict:
@@ -71,8 +130,10 @@ class EAD:
 
     # ---------------------------------------------------------------- persistence
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = "qm9", device=None) -> "EAD":
-        """Load a model folder (config.json + model.safetensors), or a shipped model by name."""
+    def from_pretrained(cls, name_or_path: str | os.PathLike = "qm9", device=None, dtype=None,
+                        torch_dtype=None) -> "EAD":
+        """Load a model folder (config.json + model.safetensors), or a shipped model by name;
+        `device` and `dtype` (or diffusers' `torch_dtype`) as in `to`."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -103,7 +164,8 @@ class EAD:
             raise EADError(f"weights in {path} do not fit its config ({len(missing)} missing, "
                            f"{len(extra)} unexpected, {len(bad)} wrong shape; e.g. {what[0]})")
         denoiser.load_state_dict(state)
-        return cls(config, denoiser, device, meta.get("sampler_defaults"), meta.get("card"))
+        return cls(config, denoiser, device, meta.get("sampler_defaults"), meta.get("card"),
+                   dtype=dtype or torch_dtype)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         from safetensors.torch import save_file
@@ -174,12 +236,17 @@ class EAD:
         guide.autocast = self.autocast
         return Autoguided(self._network(), guide._network(), weight)
 
-    def sample_batches(self, n: int, sampler: str | None = None, seed: int = 0, batch_size: int = 256,
-                       num_atoms=None, on_step=None, condition: dict | None = None,
-                       size_from: str = "joint", guide=None, guidance: float = 2.0,
-                       **options) -> Iterator[tuple[SampleResult, dict]]:
+    def sample_batches(self, n: int, sampler: str | None = None, seed: int | None = None,
+                       batch_size: int = 256, num_atoms=None, on_step=None,
+                       condition: dict | None = None, size_from: str = "joint", guide=None,
+                       guidance: float = 2.0, generator: torch.Generator | None = None,
+                       progress=False, **options) -> Iterator[tuple[SampleResult, dict]]:
         """Yield (SampleResult, settings) per chunk of ≤ batch_size molecules: memory stays flat
-        with n. Reproducible: the same seed gives the same molecules for any batch_size ≥ n.
+        with n. Reproducible: the same seed gives the same molecules for any batch_size ≥ n;
+        without one, a seed is drawn from `generator` or fresh (`draw_seed`), and settings["seed"]
+        says which. `progress`: True = a bar on stderr counting the sampler's steps (network calls
+        per batch) and the molecules done; a callable gets (steps done, steps estimated,
+        molecules=…) after every step.
 
         A conditional model (config.context) takes `condition`: property -> one value or one per
         molecule (raw units, e.g. {"alpha": 80.0}); a property left out is drawn per molecule from
@@ -190,9 +257,11 @@ class EAD:
 
         `guide` (a model or a model folder) turns on autoguidance with weight `guidance`
         (`guided_by`); each step then costs two network calls, and `network_calls` counts both."""
+        check_options("EAD.sample_batches", options)
         if n < 1:
             raise EADError("number of molecules must be ≥ 1")
-        gen_cpu = torch.Generator().manual_seed(int(seed))
+        seed = draw_seed(seed, generator)
+        gen_cpu = torch.Generator().manual_seed(seed)
         if size_from not in ("joint", "marginal"):
             raise EADError(f"size_from must be 'joint' or 'marginal', got {size_from!r}")
         if num_atoms is None and condition and self.config.context and size_from == "joint":
@@ -211,8 +280,19 @@ class EAD:
             # the sizes drawn above only chose the targets of properties left unspecified
             sizes = sizes if num_atoms is not None else torch.full((n,), self.config.max_atoms)
         check_sampling_batch(sizes, batch_size)   # before anything is allocated
-        gen = torch.Generator(self.device).manual_seed(int(seed))
+        gen = torch.Generator(self.device).manual_seed(seed)
         network = self.guided_by(guide, guidance) if guide is not None else None
+        batches = -(-n // batch_size)
+        per_batch = self.make_schedule(sampler, **options).settings()["steps"] + 1   # + the decoding call
+        bar = Progress(batches * per_batch, f"sample {n}", "step", progress)
+
+        def step(i, t, z_x, z_h):
+            if on_step is not None:
+                on_step(i, t, z_x, z_h)
+            if i:   # 0 = the initial noise, before any call
+                bar.update(molecules=done)
+
+        done = 0
         for start in range(0, n, batch_size):
             schedule = self.make_schedule(sampler, **options)
             chunk = sizes[start : start + batch_size].to(self.device)
@@ -222,17 +302,26 @@ class EAD:
                 context = torch.from_numpy(normalise(self.config, part)).to(self.device)
                 context = context.repeat_interleave(chunk, 0)   # per molecule -> per atom
             res = run_sampler(network or self._network(), self.noise, schedule, chunk, self.config.num_features,
-                              len(self.config.feature_types), gen, context=context, on_step=on_step)
+                              len(self.config.feature_types), gen, context=context,
+                              on_step=step if (on_step or progress) else None)
+            done += len(chunk)
+            left = batches - start // batch_size - 1   # later batches take as many steps as this one
+            bar.set_total(bar.done + 1 + left * res.network_calls)
+            bar.update(1, molecules=done)   # the decoding call
+            if not left:
+                bar.close()
             if network is not None:
                 res.network_calls *= network.calls_per_call
             if targets is not None:
                 res.info["condition"] = {k: [float(v) for v in part[:, c]] for c, k in enumerate(self.config.context)}
-            yield res, {**schedule.settings(), "seed": int(seed), "model_preset": self.config.preset,
+            yield res, {**schedule.settings(), "seed": seed, "model_preset": self.config.preset,
                         **({"precision": self.precision} if self.precision else {}),
                         **({"guidance": float(guidance)} if network is not None else {})}
 
     def sample_arrays(self, n: int, **kwargs) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
-        """n molecules as (positions [m,3] Å, atomic_numbers [m]) numpy pairs, and the settings."""
+        """n molecules as (positions [m,3] Å, atomic_numbers [m]) numpy pairs, and the settings;
+        the keywords are sample_batches'."""
+        check_options("EAD.sample_arrays", kwargs)
         out, settings, calls, targets = [], {}, 0, {}
         types = np.asarray(self.config.feature_types)
         empty = 0
@@ -250,17 +339,24 @@ class EAD:
             settings["condition"] = targets   # per molecule: the property values asked for
         return out, settings
 
-    def sample(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0,
+    def sample(self, n: int, sampler: str | None = None, steps: int | None = None,
+               seed: int | None = None, generator: torch.Generator | None = None, progress=False,
                **kwargs):
-        """n RDKit molecules with 3D conformers, bonds from the distance rule (docs/evaluation.md §2);
-        the sampler's settings are stored as molecule properties."""
+        """n RDKit molecules with 3D conformers, bonds from the distance rule (docs/evaluation.md §2),
+        named ead_0, ead_1, … as `ead sample` names them; the sampler's settings, the seed among
+        them, are stored as molecule properties (ead_seed: pass it as seed= to draw them again).
+        Without seed, one is drawn from `generator` or fresh; `progress=True` shows a bar (or a
+        callable gets the counts); other keywords: sample_batches' and the sampler's settings."""
         from .metrics.chem import protocol_mol
 
-        arrays, settings = self.sample_arrays(n, sampler=sampler, steps=steps, seed=seed, **kwargs)
+        check_options("EAD.sample", kwargs)
+        arrays, settings = self.sample_arrays(n, sampler=sampler, steps=steps, seed=seed,
+                                              generator=generator, progress=progress, **kwargs)
         targets = settings.pop("condition", {})
         mols = []
         for i, (pos, z) in enumerate(arrays):
             m = protocol_mol(pos, z)
+            m.SetProp("_Name", f"ead_{i}")
             for k, v in settings.items():
                 m.SetProp(f"ead_{k}", str(v))
             for k, v in targets.items():   # a conditional model's target, under the property's name
