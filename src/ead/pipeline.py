@@ -25,7 +25,8 @@ from .data.elements import ABSENT
 from .data.properties import check_condition, normalise, resolve_targets, sizes_given_targets
 from .device import resolve_device, resolve_precision
 from .diffusion.noise import NoiseSchedule
-from .diffusion.sampler import SampleResult, run_sampler
+from .data.fragment import load_fragment
+from .diffusion.sampler import FixedAtoms, SampleResult, run_sampler
 from .diffusion.schedules import SAMPLERS, SamplerConfig, build_schedule
 from .errors import EADError
 from .io import write_atomic
@@ -43,7 +44,7 @@ CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 # The keyword arguments of the sampling methods besides the sampler's settings (SamplerConfig's
 # fields): an unknown keyword is a TypeError naming the method called, as a Python call would be.
-SAMPLE_OPTIONS = ("sampler", "steps", "seed", "generator", "batch_size", "num_atoms", "condition",
+SAMPLE_OPTIONS = ("sampler", "steps", "seed", "generator", "batch_size", "num_atoms", "condition", "fragment",
                   "size_from", "guide", "guidance", "on_step", "progress")
 DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16"}   # the network's precision, torch's names
 
@@ -181,10 +182,12 @@ class EAD:
         return path
 
     # ---------------------------------------------------------------- sampling
-    def sample_sizes(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        hist = self.config.size_histogram
+    def sample_sizes(self, n: int, generator: torch.Generator, above: int = 0) -> torch.Tensor:
+        """n sizes from p(M), restricted to M > `above` (the atoms of a fragment to grow)."""
+        hist = {m: c for m, c in (self.config.size_histogram or {}).items() if int(m) > above}
         if not hist:
-            raise EADError("the model has no size histogram p(M); give num_atoms explicitly")
+            raise EADError("the model has no size histogram p(M)"
+                           + (f" above {above} atoms" if above else "") + "; give num_atoms explicitly")
         sizes = torch.tensor(sorted(hist), dtype=torch.long)
         probs = torch.tensor([hist[int(s)] for s in sizes], dtype=torch.float64)
         return sizes[torch.multinomial(probs / probs.sum(), n, replacement=True, generator=generator)]
@@ -240,7 +243,7 @@ class EAD:
                        batch_size: int = 256, num_atoms=None, on_step=None,
                        condition: dict | None = None, size_from: str = "joint", guide=None,
                        guidance: float = 2.0, generator: torch.Generator | None = None,
-                       progress=False, **options) -> Iterator[tuple[SampleResult, dict]]:
+                       progress=False, fragment=None, **options) -> Iterator[tuple[SampleResult, dict]]:
         """Yield (SampleResult, settings) per chunk of ≤ batch_size molecules: memory stays flat
         with n. Reproducible: the same seed gives the same molecules for any batch_size ≥ n;
         without one, a seed is drawn from `generator` or fresh (`draw_seed`), and settings["seed"]
@@ -256,11 +259,16 @@ class EAD:
         p(c, M)) or from p(M) regardless (`size_from="marginal"`).
 
         `guide` (a model or a model folder) turns on autoguidance with weight `guidance`
-        (`guided_by`); each step then costs two network calls, and `network_calls` counts both."""
+        (`guided_by`); each step then costs two network calls, and `network_calls` counts both.
+
+        `fragment` (an RDKit molecule with a 3D conformer, a file, or (positions, atomic numbers))
+        grows every molecule from it: its atoms come first, held at t = 0 with their coordinates in
+        the fragment's own frame (docs/fragments.md); sizes without `num_atoms` come from p(M > k)."""
         check_options("EAD.sample_batches", options)
         if n < 1:
             raise EADError("number of molecules must be ≥ 1")
         seed = draw_seed(seed, generator)
+        fragment = None if fragment is None else load_fragment(fragment)
         gen_cpu = torch.Generator().manual_seed(seed)
         if size_from not in ("joint", "marginal"):
             raise EADError(f"size_from must be 'joint' or 'marginal', got {size_from!r}")
@@ -268,12 +276,17 @@ class EAD:
             check_condition(self.config, condition, n)
             sizes = sizes_given_targets(self.config, condition, n, gen_cpu)
         elif num_atoms is None:
-            sizes = self.sample_sizes(n, gen_cpu)
+            sizes = self.sample_sizes(n, gen_cpu, above=0 if fragment is None else len(fragment))
         else:
             sizes = torch.as_tensor(num_atoms, dtype=torch.long).reshape(-1)
             sizes = sizes.expand(n) if sizes.numel() == 1 else sizes
             if len(sizes) != n or int(sizes.min()) < 1:
                 raise EADError("num_atoms must be one positive size or one per molecule")
+        if fragment is not None:
+            if self.config.dummy:
+                raise EADError("growing a fragment needs a model that draws sizes from p(M), not a "
+                               "dummy-atom model")
+            fragment.check(self.config.atom_types, sizes)
         targets = resolve_targets(self.config, sizes, condition, gen_cpu)
         if self.config.dummy:
             # every molecule gets max_atoms slots (num_atoms, when given, sets the slots instead);
@@ -301,8 +314,9 @@ class EAD:
                 part = targets[start : start + batch_size]
                 context = torch.from_numpy(normalise(self.config, part)).to(self.device)
                 context = context.repeat_interleave(chunk, 0)   # per molecule -> per atom
+            held = None if fragment is None else FixedAtoms(*fragment.held_atoms(chunk.cpu(), self.encoder.encode))
             res = run_sampler(network or self._network(), self.noise, schedule, chunk, self.config.num_features,
-                              len(self.config.feature_types), gen, context=context,
+                              len(self.config.feature_types), gen, context=context, fixed=held,
                               on_step=step if (on_step or progress) else None)
             done += len(chunk)
             left = batches - start // batch_size - 1   # later batches take as many steps as this one

@@ -26,6 +26,13 @@ def add(sub):
     p.add_argument("--num-atoms", type=positive_int,
                    help="fixed molecule size (default: p(M)); for a dummy-atom model, the slots per "
                         "molecule (default: its max_atoms), i.e. the largest size it may generate")
+    p.add_argument("--fragment", metavar="FRAG",
+                   help="grow every molecule from this fragment (SDF/MOL/XYZ with 3D coordinates, the "
+                        "first record): its atoms come first, in its order, at its coordinates, held "
+                        "at t = 0 while the rest is generated (docs/fragments.md); the size is "
+                        "--num-atoms, or the fragment's plus --add, or drawn from p(M) above it")
+    p.add_argument("--add", type=positive_int, metavar="K",
+                   help="with --fragment: generate K atoms beyond the fragment's")
     p.add_argument("--condition", action="append", metavar="NAME=VALUE",
                    help="a conditional model's target property value, e.g. alpha=80 (repeat for "
                         "several); a property not given is drawn per molecule from the training "
@@ -94,6 +101,7 @@ def run(args) -> int:
 
     condition = parse_conditions(args.condition)
     check_condition(model.config, condition, args.num)   # before any work
+    fragment, num_atoms = fragment_and_size(args, model)
     if args.t_async is not None and args.t_async > model.config.timesteps:
         raise EADError(f"--t-async must be ≤ T = {model.config.timesteps}")
     import numpy as np
@@ -112,10 +120,11 @@ def run(args) -> int:
 
         # keeps only the first K molecules' atoms: its memory does not grow with -n
         recorder = TrajectoryRecorder.for_model(model, min(args.trajectory_molecules, args.num),
-                                                num_atoms=args.num_atoms, settings=settings)
+                                                num_atoms=num_atoms, settings=settings)
     with MoleculeWriter(out, metadata={f"ead_{k}": v for k, v in settings.items()}) as writer:
         for res, _ in model.sample_batches(args.num, sampler=args.sampler, seed=args.seed,
-                                            batch_size=args.batch_size, num_atoms=args.num_atoms,
+                                            batch_size=args.batch_size, num_atoms=num_atoms,
+                                            fragment=fragment,
                                             on_step=recorder, condition=condition,
                                             size_from=args.size_from, guide=guide,
                                             guidance=args.guidance or 1.0,
@@ -143,3 +152,21 @@ def run(args) -> int:
             print(f"recorded {len(recorder.trajectories)} trajectories in {args.trajectory}: "
                   f"{files[0].name}, {len(files) - 1} pictures (molecule_*.gif, molecule_*_times.png)")
     return 0
+
+
+def fragment_and_size(args, model):
+    """(the --fragment's atoms or None, the molecule size): --num-atoms, or the fragment's size plus
+    --add; a fragment the model cannot grow fails here, before any work."""
+    if args.fragment is None:
+        if args.add is not None:
+            raise EADError("--add needs --fragment FRAG")
+        return None, args.num_atoms
+    from ..data.fragment import load_fragment
+
+    fragment = load_fragment(args.fragment)
+    if args.add is not None and args.num_atoms is not None:
+        raise EADError("give --num-atoms M or --add K, not both")
+    num_atoms = len(fragment) + args.add if args.add is not None else args.num_atoms
+    fragment.check(model.config.atom_types, [len(fragment) + 1 if num_atoms is None else num_atoms])
+    return fragment, num_atoms
+

@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 
 from ..errors import EADError
-from .common import add_threads_flag, default_of, nonneg_int, positive_float, positive_int
+from .common import add_threads_flag, default_of, nonneg_int, positive_float, positive_int, unit_float
 
 HELP = "train EAD (or EDM with --window 0) on QM9 or your molecules"
 
@@ -81,6 +81,14 @@ def add(sub):
     p.add_argument("--filter-size", type=positive_int, metavar="N",
                    help="train (and validate) only on molecules of at most N atoms, counted after "
                         "--remove-h; EDM trains GEOM-Drugs this way with --filter_molecule_size")
+    p.add_argument("--max-molecule-atoms", type=positive_int, metavar="N",
+                   help="skip training molecules of more than N atoms, counted on stderr (default: what "
+                        "the network's width allows, 512 for the paper preset; its edges grow as N²)")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="resume although training settings changed (batch size, lr, recipe, …); each "
+                        "change is recorded at its step in the checkpoint and the model card. Without "
+                        "it such a resume is refused; --max-steps, --max-hours, --threads, --quiet and "
+                        "the checkpoint, log, validation and sampling cadences may always change")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write the log's numbers (loss, grad norm, validation loss, sampled "
                         "stability) as TensorBoard scalars to RUN_DIR/tensorboard (needs the tensorboard "
@@ -97,6 +105,11 @@ def add(sub):
     p.add_argument("--time-sampling", choices=list(TIME_SAMPLINGS), default=D("time_sampling"),
                    help="how each molecule's training time t* is drawn: uniform (EDM, default) or "
                         "low-noise (t* = ⌊(T+1)·u²⌋: more training near the data)")
+    p.add_argument("--fragment-share", type=unit_float, default=D("fragment_share"), metavar="P",
+                   help="for a share P of the molecules, hold a random connected set of atoms at t = 0 "
+                        "as clean context, left out of the loss, so that growing a fragment "
+                        "(ead sample --fragment) is what the model learned (default 0 = off; "
+                        "docs/fragments.md)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network for training: a faster step, the same model "
                         "(needs a C++ compiler on CPUs; the first steps wait for the compilation)")
@@ -124,6 +137,8 @@ def run(args) -> int:
                       lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
                       loss_weight=args.loss_weight, min_snr_gamma=args.min_snr_gamma,
                       time_sampling=args.time_sampling, compile=args.compile,
+                      max_molecule_atoms=args.max_molecule_atoms, allow_changes=args.allow_changes,
+                      fragment_share=args.fragment_share,
                       include_charges=None if args.charges is None else args.charges == "on",
                       condition=tuple(c.strip() for c in (args.condition or "").split(",") if c.strip()))
     if args.data != "qm9" and not Path(args.data).exists():

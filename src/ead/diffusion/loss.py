@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from ..data.bonds import bond_matrix
 from ..data.elements import ABSENT
 from ..errors import EADError
 from ..model.config import check_window
@@ -74,19 +76,58 @@ def loss_weights(noise: NoiseSchedule, t: torch.Tensor, kind: str = "uniform",
     return torch.clamp(snr, max=gamma) / snr
 
 
+def held_fragments(batch, share: float, gen: torch.Generator) -> torch.Tensor:
+    """[N] bool: for each molecule with probability `share`, a random connected set of its atoms
+    (by the protocol's distance bonds, docs/evaluation.md §2) of 1 … n−1 atoms, grown from a random
+    atom along bonds; the context a fragment gives at sampling (docs/fragments.md). The draws come
+    from one seed taken from the step's generator, so a resumed run draws the same sets."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+    rng = np.random.default_rng(seed)
+    pos = batch.x.detach().cpu().double().numpy()
+    z = batch.atomic_numbers.cpu().numpy()
+    held = np.zeros(len(z), dtype=bool)
+    start = 0
+    for n in batch.num_atoms.cpu().tolist():
+        real = np.flatnonzero(z[start : start + n] != ABSENT)
+        if len(real) >= 2 and rng.random() < share:
+            bonded = bond_matrix(pos[start : start + n], z[start : start + n]) > 0
+            size = int(rng.integers(1, len(real)))
+            chosen = [int(rng.choice(real))]
+            while len(chosen) < size:
+                frontier = np.flatnonzero(bonded[chosen].any(0))
+                frontier = frontier[~np.isin(frontier, chosen)]
+                if not len(frontier):
+                    break
+                chosen.append(int(rng.choice(frontier)))
+            held[start + np.asarray(chosen)] = True
+        start += n
+    return torch.from_numpy(held).to(batch.x.device)
+
+
 def diffusion_loss(model, noise: NoiseSchedule, window: TrainingWindow, batch, gen,
-                   weighting: str = "uniform", gamma: float = 5.0) -> torch.Tensor:
+                   weighting: str = "uniform", gamma: float = 5.0,
+                   fragment_share: float = 0.0) -> torch.Tensor:
     """Algorithm 1: per-atom times, ε-prediction, mean over atoms and channels (EDM's l2);
-    `weighting` "min-snr" scales each atom's squared error by `loss_weights`."""
+    `weighting` "min-snr" scales each atom's squared error by `loss_weights`.
+
+    `fragment_share` > 0: in that share of molecules a connected set of atoms (`held_fragments`)
+    is held at t = 0 as clean context, as a fragment is at sampling, and left out of the loss."""
     B = batch.num_molecules
     absent = None
     if window.absent_bias and batch.atomic_numbers is not None:
         absent = batch.atomic_numbers == ABSENT
+    held = held_fragments(batch, fragment_share, gen) if fragment_share > 0 else None
     t = window.sample(batch.mol, B, gen, absent)
-    z_x, z_h, eps_x, eps_h = noise.add_noise(batch.x, batch.h, t, batch.mol, B, gen)
+    if held is not None:
+        t = t.masked_fill(held, 0)
+    z_x, z_h, eps_x, eps_h = noise.add_noise(batch.x, batch.h, t, batch.mol, B, gen, clean=held)
     pred_x, pred_h = model(z_x, z_h, t.to(z_x.dtype) / noise.timesteps, batch.mol, B,
                            batch.edge_index, batch.context)
     w = loss_weights(noise, t, weighting, gamma)
+    if held is not None:   # the held atoms' ε is not the model's to predict
+        per_atom = (pred_x - eps_x).pow(2).sum(-1) + (pred_h - eps_h).pow(2).sum(-1)
+        keep = (~held).to(per_atom.dtype) * (1.0 if w is None else w.to(per_atom.dtype))
+        return (keep * per_atom).sum() / ((~held).sum().clamp_min(1) * (3 + batch.h.shape[1]))
     if w is None:
         sq = (pred_x - eps_x).pow(2).sum() + (pred_h - eps_h).pow(2).sum()
     else:

@@ -85,17 +85,22 @@ class NoiseSchedule:
 
     # --- forward process q(z_t | x), per atom (docs/method.md §3) ------------------------------------
     def add_noise(self, x: torch.Tensor, h: torch.Tensor, atom_times: torch.Tensor, mol: torch.Tensor,
-                  num_molecules: int, generator: torch.Generator | None = None):
+                  num_molecules: int, generator: torch.Generator | None = None,
+                  clean: torch.Tensor | None = None):
         """z_i = α(t_i)·[x_i, h_i] + σ(t_i)·ε_i. Returns (z_x, z_h, eps_x, eps_h).
 
         ε^x is drawn in the zero-CoM subspace of each molecule (as EDM). With unequal times z^x is
         not zero-CoM any more, so it is re-centred: the denoiser's coordinate output only depends
-        on differences, so this loses nothing and keeps inputs like EDM's.
+        on differences, so this loses nothing and keeps inputs like EDM's. `clean` ([N] bool) marks
+        atoms held as clean context (z = data, no σ(0) noise), as the sampler holds a fragment.
         """
         eps_x = center(_randn_like(x, generator), mol, num_molecules)
         eps_h = _randn_like(h, generator)
         alpha = self.alpha(atom_times).to(x.dtype).unsqueeze(-1)
         sigma = self.sigma(atom_times).to(x.dtype).unsqueeze(-1)
+        if clean is not None:
+            alpha = alpha.masked_fill(clean.unsqueeze(-1), 1.0)
+            sigma = sigma.masked_fill(clean.unsqueeze(-1), 0.0)
         z_x = center(alpha * x + sigma * eps_x, mol, num_molecules)
         z_h = alpha * h + sigma * eps_h
         return z_x, z_h, eps_x, eps_h

@@ -15,7 +15,7 @@ from .schedules import SamplerSchedule, SamplingState
 
 @dataclass
 class SampleResult:
-    positions: torch.Tensor        # [N, 3] Å, zero CoM per molecule
+    positions: torch.Tensor        # [N, 3] Å, zero CoM per molecule (with held atoms: their frame)
     atom_index: torch.Tensor       # [N] index into the model's atom types
     num_atoms: torch.Tensor        # [B]
     network_calls: int
@@ -23,18 +23,53 @@ class SampleResult:
     info: dict = field(default_factory=dict)
 
 
+@dataclass
+class FixedAtoms:
+    """Atoms held at t = 0 for the whole trajectory (a fragment to grow: docs/fragments.md).
+
+    mask [N] bool marks them; x [N, 3] holds their coordinates in the frame the caller wants back
+    (the fragment file's), h [N, F] their clean features; rows of free atoms are ignored."""
+
+    mask: torch.Tensor
+    x: torch.Tensor
+    h: torch.Tensor
+
+    def to(self, device, dtype) -> "FixedAtoms":
+        return FixedAtoms(self.mask.to(device), self.x.to(device=device, dtype=dtype),
+                          self.h.to(device=device, dtype=dtype))
+
+    def centroids(self, z_x: torch.Tensor, mol: torch.Tensor, num_molecules: int) -> torch.Tensor:
+        """[B, 3] mean position of each molecule's held atoms."""
+        w = self.mask.to(z_x.dtype).unsqueeze(-1)
+        total = z_x.new_zeros((num_molecules, 3)).index_add_(0, mol, w * z_x)
+        count = z_x.new_zeros(num_molecules).index_add_(0, mol, w.squeeze(-1))
+        return total / count.clamp_min(1).unsqueeze(-1)
+
+    def hold(self, z_x, z_h, mol, num_molecules):
+        """Put the held atoms back exactly: their features, and their coordinates shifted by
+        where the molecule's re-centring has moved them (a rigid shift of the whole molecule)."""
+        shift = self.centroids(z_x, mol, num_molecules) - self.centroids(self.x, mol, num_molecules)
+        m = self.mask.unsqueeze(-1)
+        return torch.where(m, self.x + shift[mol], z_x), torch.where(m, self.h, z_h)
+
+
 @torch.no_grad()
 def run_sampler(denoiser: Callable, noise: NoiseSchedule, schedule: SamplerSchedule,
                 num_atoms: torch.Tensor, num_features: int, num_types: int, generator: torch.Generator | None = None,
                 context: torch.Tensor | None = None, on_step: Callable | None = None,
                 dtype: torch.dtype = torch.float32, z_init: tuple | None = None,
-                noise_scale: float = 1.0) -> SampleResult:
+                noise_scale: float = 1.0, fixed: FixedAtoms | None = None) -> SampleResult:
     """Generate one batch of molecules of the given sizes.
 
     `denoiser(z_x, z_h, time, mol, num_molecules, edge_index, context)` returns (ε̂^x, ε̂^h);
     `on_step(iteration, t, z_x, z_h)` sees every iterate (trajectories); `z_init` overrides the
     initial noise (tests of equivariance); `noise_scale` scales the noise added at each step
-    (0 = a deterministic trajectory from the initial noise)."""
+    (0 = a deterministic trajectory from the initial noise).
+
+    `fixed` holds some atoms at t = 0 with their clean coordinates and features throughout
+    (docs/fragments.md): the free atoms' initial noise is drawn around the held atoms' centroid,
+    the whole molecule is re-centred every step as usual (which moves the held atoms rigidly
+    only), and the result is translated so that the held atoms sit exactly at `fixed.x`."""
     device = num_atoms.device
     B = len(num_atoms)
     mol = molecule_index(num_atoms)
@@ -46,7 +81,15 @@ def run_sampler(denoiser: Callable, noise: NoiseSchedule, schedule: SamplerSched
     else:
         z_x, z_h = (v.to(device=device, dtype=dtype) for v in z_init)
     t = torch.full((len(mol),), T, dtype=torch.long, device=device)
-    state = SamplingState(t, mol, B, z_x, z_h)
+    held = None
+    if fixed is not None:
+        fixed = fixed.to(device, dtype)
+        held = fixed.mask
+        z_x = z_x + fixed.centroids(fixed.x, mol, B)[mol]   # noise around the held atoms
+        z_x, z_h = fixed.hold(z_x, z_h, mol, B)
+        z_x = remove_mean(z_x, mol, B)
+        t = t.masked_fill(held, 0)
+    state = SamplingState(t, mol, B, z_x, z_h, held)
     schedule.reset(state)
     update = schedule.make_update()
     update.reset()
@@ -57,20 +100,31 @@ def run_sampler(denoiser: Callable, noise: NoiseSchedule, schedule: SamplerSched
         s = schedule.propose(state)
         if s is None:
             break
+        if held is not None:
+            s = s.masked_fill(held, 0)
         eps_x, eps_h = denoiser(state.z_x, state.z_h, state.t.to(dtype) / T, mol, B, edges, context)
         calls += 1
         z_x, z_h = update(noise, state.z_x, state.z_h, eps_x, eps_h, state.t, s, mol, B, generator,
                           noise_scale)
+        if held is not None:   # undo float drift: the held atoms move rigidly only
+            z_x, z_h = fixed.hold(z_x, z_h, mol, B)
         schedule.observe(state, z_x, z_h, s)
-        state = SamplingState(s, mol, B, z_x, z_h)
+        state = SamplingState(s, mol, B, z_x, z_h, held)
         if on_step is not None:
             on_step(calls, s, z_x, z_h)
     assert int(state.t.max()) == 0, "sampler ended with atoms still noisy"
     # decode (as EDM): one more prediction at t = 0, x̂ = (z − σ_0 ε̂)/α_0, type = argmax
     eps_x, eps_h = denoiser(state.z_x, state.z_h, state.t.to(dtype) / T, mol, B, edges, context)
     calls += 1
-    x = remove_mean(noise.predict_clean(state.z_x, eps_x, state.t), mol, B)
+    x = noise.predict_clean(state.z_x, eps_x, state.t)
     h = noise.predict_clean(state.z_h, eps_h, state.t)
+    if held is None:
+        x = remove_mean(x, mol, B)
+    else:   # back to the caller's frame, the held atoms exactly where they were
+        m = held.unsqueeze(-1)
+        x = torch.where(m, state.z_x, x)
+        x = x - (fixed.centroids(x, mol, B) - fixed.centroids(fixed.x, mol, B))[mol]
+        x, h = torch.where(m, fixed.x, x), torch.where(m, fixed.h, h)
     return SampleResult(x, h[:, :num_types].argmax(-1), num_atoms, calls, h)
 
 

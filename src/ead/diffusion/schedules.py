@@ -34,6 +34,10 @@ class SamplingState:
     num_molecules: int
     z_x: torch.Tensor          # [N, 3]
     z_h: torch.Tensor          # [N, F]
+    # [N] bool: atoms held at t = 0 throughout (a fragment's, docs/fragments.md), or None. The
+    # sampling loop forces their next time to 0; a schedule must not count them as still noisy
+    # nor let them set the pace of the free atoms.
+    fixed: torch.Tensor | None = None
 
 
 class SamplerSchedule:
@@ -130,10 +134,14 @@ class ManualAsyncSchedule(SamplerSchedule):
         self._j = 0
 
     def _rank_offsets(self, state):
-        """Offsets −C … +C by rank of distance to the centroid inside each molecule (core first)."""
+        """Offsets −C … +C by rank of distance to the centroid inside each molecule (core first).
+        Held atoms (state.fixed) are ranked apart, so the free atoms still span −C … +C."""
         r = state.z_x.norm(dim=-1)  # z_x is zero-CoM per molecule: the norm is the distance
-        rank, count = _rank_within_molecule(r, state.mol, state.num_molecules)
-        frac = rank.to(r.dtype) / (count[state.mol] - 1).clamp_min(1).to(r.dtype)
+        mol, B = state.mol, state.num_molecules
+        if state.fixed is not None:   # held atoms form one extra group of their own
+            mol, B = torch.where(state.fixed, B, mol), B + 1
+        rank, count = _rank_within_molecule(r, mol, B)
+        frac = rank.to(r.dtype) / (count[mol] - 1).clamp_min(1).to(r.dtype)
         return torch.round(-self.window + 2 * self.window * frac).long()
 
     def propose(self, state):
@@ -239,7 +247,10 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
             k = max(1, round(self._stride))
             s = (t - torch.where(advance, k, max(k - self.stall_lag, 0))).clamp_min(0)
         lead = torch.full((state.num_molecules,), self.timesteps, dtype=t.dtype, device=t.device)
-        lead = lead.scatter_reduce(0, state.mol, s, reduce="amin")
+        # the leader is the least noisy *free* atom: a held atom (t = 0) would pull every other
+        # atom down to 2C at once
+        paced = s if state.fixed is None else s.masked_fill(state.fixed, self.timesteps)
+        lead = lead.scatter_reduce(0, state.mol, paced, reduce="amin")
         s = torch.minimum(s, lead[state.mol] + 2 * self.window)
         self._left = LaggedFlag((s > 0).any())
         return s

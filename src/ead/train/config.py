@@ -9,7 +9,8 @@ from ..data.batch import MoleculeSet
 from ..data.properties import context_stats, property_columns, size_quantiles
 from ..diffusion.loss import LOSS_WEIGHTS, TIME_SAMPLINGS
 from ..errors import EADError
-from ..model.config import DEFAULT_WINDOW, PRESETS, SIZE_MODES, ModelConfig, check_window
+from ..model.config import (DEFAULT_WINDOW, MAX_MOLECULE_ATOMS, PRESETS, SIZE_MODES, ModelConfig, check_window,
+                            training_atoms_limit)
 from .log import summary_writer
 
 
@@ -70,6 +71,11 @@ class TrainConfig:
     min_snr_gamma: float = 5.0        # γ of "min-snr"
     time_sampling: str = "uniform"    # "uniform": t* ~ U{0..T} | "low-noise": t* = ⌊(T+1)·u²⌋
     compile: bool = False             # torch.compile the denoiser for training (same numbers, faster step)
+    max_molecule_atoms: int | None = None  # skip training molecules of more atoms (counted on stderr);
+                                      # None = the preset's limit (model/config.py training_atoms_limit)
+    allow_changes: bool = False       # resume with changed training settings (each logged at its step)
+    fragment_share: float = 0.0       # share of molecules with a connected set of atoms held at t = 0 as
+                                      # context, out of the loss (docs/fragments.md); 0 = off
 
     def lr_at(self, step: int) -> float:
         """The learning rate of step `step` (0-based): linear warm-up, then constant or a cosine
@@ -80,6 +86,13 @@ class TrainConfig:
             done = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
             return self.lr * 0.5 * (1.0 + math.cos(math.pi * done))
         return self.lr
+
+    def molecule_atoms_limit(self) -> int:
+        """The largest training molecule: --max-molecule-atoms, else what the network's width allows."""
+        if self.max_molecule_atoms is not None:
+            return self.max_molecule_atoms
+        hidden = self.hidden or PRESETS.get(self.preset, (0, 128))[1]
+        return training_atoms_limit(hidden)
 
     def model_config(self, data: MoleculeSet, atom_types, dataset: str, largest: int = 0) -> ModelConfig:
         """The model's config for training data `data`; `largest` = the largest molecule of every
@@ -141,6 +154,10 @@ class TrainConfig:
                                      ("time sampling", cfg.time_sampling, TIME_SAMPLINGS)):
             if value not in choices:
                 raise EADError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+        if not 0.0 <= cfg.fragment_share <= 1.0:
+            raise EADError(f"--fragment-share must be in [0, 1], got {cfg.fragment_share}")
+        if cfg.max_molecule_atoms is not None and not 1 <= cfg.max_molecule_atoms <= MAX_MOLECULE_ATOMS:
+            raise EADError(f"--max-molecule-atoms must be in [1, {MAX_MOLECULE_ATOMS}]")
         if cfg.warmup_steps < 0:
             raise EADError("--warmup-steps must be ≥ 0")
         if not cfg.min_snr_gamma > 0 or not math.isfinite(cfg.min_snr_gamma):

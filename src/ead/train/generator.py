@@ -19,6 +19,7 @@ from ..device import device_name, has_fast_bf16, set_threads
 from ..diffusion.loss import TrainingWindow, diffusion_loss, step_generator
 from ..diffusion.noise import NoiseSchedule
 from ..errors import EADError
+from ..io import remove_stale_temporaries
 from ..model.build import build_denoiser, compile_for_training
 from ..model.config import ModelConfig
 from ..pipeline import EAD
@@ -38,6 +39,8 @@ def train(cfg: TrainConfig) -> dict:
     set_threads(cfg.threads, cfg.quiet)
     cfg.check()
     ckpt = Checkpointer(Path(cfg.run_dir), keep=cfg.keep_checkpoints)
+    for folder in (ckpt.root, Path(cfg.run_dir), Path(cfg.run_dir) / "model"):
+        remove_stale_temporaries(folder)   # what a killed run left: never another live process's
     latest = ckpt.latest()
     tensors, resumed_meta, init_meta = {}, None, None
     if latest is not None:   # our own checkpoint wins: a restarted --init-from run resumes itself
@@ -57,8 +60,33 @@ def train(cfg: TrainConfig) -> dict:
         train_set = train_set.with_absent(model_cfg.max_atoms)
         valid_set = valid_set.with_absent(model_cfg.max_atoms)
     tensors = _check_saved_config(cfg, model_cfg, tensors, resumed_meta, init_meta)
+    changes = setting_changes(cfg, resumed_meta) if resumed_meta is not None else {}
     run = GeneratorRun(cfg, model_cfg, fabric, ckpt, train_set, valid_set, tensors, resumed_meta, init_meta)
+    if changes:
+        run.changes.append({"step": run.step, **changes})
     return run.fit()
+
+
+# settings a resumed run may change freely: when and how long it runs, what it logs and keeps
+FREE_SETTINGS = {"max_steps", "max_hours", "threads", "quiet", "ckpt_every", "log_every", "val_every",
+                 "val_molecules", "sample_every", "sample_molecules", "sample_steps", "keep_checkpoints",
+                 "run_dir", "init_from", "tensorboard", "allow_changes", "compile"}
+
+
+def setting_changes(cfg: TrainConfig, meta: dict) -> dict:
+    """{setting: [before, now]} of the training settings a resume changes (FREE_SETTINGS aside; a
+    setting the checkpoint predates counts as its default). Refused unless --allow-changes."""
+    now = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    default = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    saved = meta["train_config"]
+    changes = {k: [saved.get(k, default[k]), v] for k, v in now.items()
+               if k not in FREE_SETTINGS and saved.get(k, default[k]) != v}
+    if changes and not cfg.allow_changes:
+        listed = ", ".join(f"{k.replace('_', '-')} {a} → {b}" for k, (a, b) in changes.items())
+        raise EADError(f"{cfg.run_dir} resumes at step {meta['step']} with changed training settings "
+                       f"({listed}); resume with the run's settings, or give --allow-changes to continue "
+                       "with the new ones (each change is recorded at its step in the model card)")
+    return changes
 
 
 def _check_saved_config(cfg: TrainConfig, model_cfg: ModelConfig, tensors: dict, resumed_meta, init_meta) -> dict:
@@ -101,6 +129,8 @@ class GeneratorRun:
         gradnorms = GradNormHistory()
         self.step, elapsed = 0, 0.0
         self.lineage: list[dict] = []   # earlier runs this one continues (init_from), oldest first
+        # settings changed on a resume (--allow-changes): [{"step": k, setting: [before, after]}, …]
+        self.changes: list[dict] = list((resumed_meta or {}).get("changes", []))
         source = resumed_meta or init_meta
         if source is not None:
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -169,7 +199,8 @@ class GeneratorRun:
         self.model.train()
         for g in self.raw_opt.param_groups:
             g["lr"] = cfg.lr_at(step)
-        loss = diffusion_loss(self.model, self.noise, self.window, batch, gen, cfg.loss_weight, cfg.min_snr_gamma)
+        loss = diffusion_loss(self.model, self.noise, self.window, batch, gen, cfg.loss_weight, cfg.min_snr_gamma,
+                              cfg.fragment_share)
         self.finite &= torch.isfinite(loss)
         fabric.backward(loss)
         if cfg.clip_grad:
@@ -221,7 +252,7 @@ class GeneratorRun:
         meta = {"format": "ead-train-state", "step": step, "elapsed_s": self.clock.elapsed,
                 "gradnorms": list(self.gradnorms.values), "model_config": self.model_cfg.to_dict(),
                 "train_config": dataclasses.asdict(self.cfg), "device": device_name(self.device),
-                "lineage": self.lineage}
+                "lineage": self.lineage, "changes": self.changes}
         self.ckpt.save(step, tensors, meta)
         self.ema_model().save_pretrained(self.run_dir / "model")
 
@@ -236,7 +267,8 @@ class GeneratorRun:
 
     def ema_model(self) -> EAD:
         meta = {"step": self.step, "elapsed_s": self.clock.elapsed, "train_config": dataclasses.asdict(self.cfg),
-                "device": device_name(self.device), "lineage": self.lineage}
+                "device": device_name(self.device), "lineage": self.lineage,
+                "changes": self.changes}
         return ema_pipeline(self.model_cfg, self.ema, meta)
 
 
