@@ -267,7 +267,9 @@ def reader_files(root: Path) -> dict[str, Path]:
     put("xyz-count-1e8-short", "100000000\n\nC 0 0 0\nC 1 0 0\n", "count8.xyz")
     put("xyz-coords-1e300", "2\n\nC 1e300 0 0\nC 0 0 0\n", "huge.xyz")
     put("xyz-coords-1e20", "2\n\nC 1e20 0 0\nC 0 0 0\n", "big.xyz")
-    put("sdf-coords-1e50", good_sdf.replace("    0.0000", "1.0000e+50", 1), "huge.sdf")
+    lines = good_sdf.splitlines()
+    lines[4] = f"{'1e50':>10}" + lines[4][10:]   # the first atom's x
+    put("sdf-coords-1e50", "\n".join(lines) + "\n", "huge.sdf")
     put("binary-garbage-sdf", os.urandom(4096), "garbage.sdf")
     put("nul-bytes-xyz", b"3\n\x00\x00\nC 0 0 0\n", "nul.xyz")
     put("empty-sdf", b"", "empty.sdf")

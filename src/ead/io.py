@@ -34,6 +34,11 @@ def write_atomic(path: Path, write) -> None:
         write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
+    except Exception as e:   # a full disk, in os or in safetensors' writer: one line, path as it was
+        if not isinstance(e, OSError) and type(e).__name__ != "SafetensorError":
+            raise
+        reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+        raise EADError(f"cannot write {path}: {reason}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from ..errors import EADError
@@ -52,8 +53,14 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # SIGTERM unwinds like Ctrl-C, so every `with` block removes its temporary file (a killed
+    # `ead sample` left a hidden partial .out.sdf.<hex>.tmp); training turns it into a stop request
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return args.func(args)
+    except Terminated:
+        print("ead: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except EADError as e:
         print(f"ead: error: {e}", file=sys.stderr)
         return 2
@@ -62,6 +69,23 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         os._exit(0)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is so that clean-up code runs."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

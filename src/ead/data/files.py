@@ -30,11 +30,18 @@ import numpy as np
 from rdkit import Chem, rdBase
 
 from ..errors import EADError
+from .batch import MAX_MOLECULE_ATOMS
 from .molecule import protocol_mol
 from .elements import SYMBOLS, atomic_number
 
 READ_EXTENSIONS = (".sdf", ".sd", ".mol", ".xyz")
-WRITE_FORMATS = {".sdf": "sdf", ".sd": "sdf", ".mol": "sdf", ".xyz": "xyz"}
+# One limit on |x| for every reader (Å): a molecule spans tens of Å, so a coordinate past this is
+# a corrupt file, not chemistry, and would end training in NaN far from its cause.
+MAX_ABS_COORD = 1e4
+MAX_TEXT_BYTES = 2**31      # text read from one file (after gunzip): bounds a gzip bomb
+GZIP_MAGIC = b"\x1f\x8b"
+COINCIDENT = 0.01           # Å: atoms closer than this are at one point
+WRITE_FORMATS = {".sdf": "sdf", ".sd": "sdf", ".mol": "sdf", ".xyz": "xyz", ".pdb": "pdb"}
 MAX_RDKIT_Z = 118
 
 Molecule = tuple[np.ndarray, np.ndarray]
@@ -48,6 +55,7 @@ class ReadResult:
     names: SDF title / XYZ comment line, or "file:record" where that is blank.
     properties: the SDF data fields of each molecule as strings (empty dicts for XYZ).
     sources: the file each molecule came from (useful for folder inputs).
+    charged: per molecule, how many atoms carry a formal charge (SDF `M  CHG`; 0 for XYZ).
     errors: (record index within its file, message naming file and record) per skipped record;
     only filled with strict=False, since strict reading raises at the first bad record.
     """
@@ -56,6 +64,7 @@ class ReadResult:
     names: list[str] = field(default_factory=list)
     properties: list[dict[str, str]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    charged: list[int] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -87,7 +96,7 @@ def read_molecules(path, strict: bool = True) -> ReadResult:
     result = ReadResult()
     if path.is_dir():
         files = sorted(
-            (p for p in path.rglob("*") if p.is_file() and _read_format(p) is not None
+            (p for p in path.rglob("*") if _regular(p) and _read_format(p) is not None
              and not any(part.startswith(".") for part in p.relative_to(path).parts)),
             key=lambda p: p.relative_to(path).as_posix(),
         )
@@ -108,6 +117,16 @@ def read_molecules(path, strict: bool = True) -> ReadResult:
     return result
 
 
+def _regular(p: Path) -> bool:
+    """A regular file (not a FIFO, socket or device, which a folder read skips)."""
+    import stat
+
+    try:
+        return stat.S_ISREG(p.stat().st_mode)
+    except OSError:
+        return False
+
+
 def _first_error(result: ReadResult) -> str:
     if not result.errors:
         return ""
@@ -125,15 +144,27 @@ def _read_format(path: Path) -> str | None:
 
 
 def _read_text(path: Path) -> str:
-    # errors="replace": a stray non-UTF-8 byte (e.g. in a title) should cost at most its record,
-    # which then fails to parse with a message, rather than the whole file.
+    """The file's text: a regular file only (a FIFO or a device would block or never end; checked
+    before opening), gunzipped when its first bytes are gzip's magic whatever its name, at most
+    MAX_TEXT_BYTES. errors="replace": a stray non-UTF-8 byte (e.g. in a title) should cost at most
+    its record, which then fails to parse with a message, rather than the whole file."""
+    import stat
+
     try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
-                return f.read()
-        return path.read_text(encoding="utf-8", errors="replace")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise EADError(f"cannot read {path}: not a regular file")
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == GZIP_MAGIC
+            if not compressed and path.name.lower().endswith(".gz"):
+                raise EADError(f"cannot read {path}: named .gz but not gzip data")
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw) if compressed else raw
+            data = stream.read(MAX_TEXT_BYTES + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise EADError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if len(data) > MAX_TEXT_BYTES:
+        raise EADError(f"cannot read {path}: over {MAX_TEXT_BYTES:,} bytes of text")
+    return data.decode("utf-8", errors="replace")
 
 
 def _read_file(path: Path, label: str, strict: bool, result: ReadResult, in_folder: bool) -> None:
@@ -149,8 +180,9 @@ def _read_file(path: Path, label: str, strict: bool, result: ReadResult, in_fold
                 raise EADError(message)
             result.errors.append((index, message))
             continue
-        (pos, z), name, props = outcome
+        (pos, z), name, props, charged = outcome
         result.molecules.append((pos, z))
+        result.charged.append(charged)
         result.names.append(name or f"{label}:{index}")
         result.properties.append(props)
         result.sources.append(str(path))
@@ -171,7 +203,22 @@ def _checked(pos: np.ndarray, z: np.ndarray) -> str | None:
     if not np.isfinite(pos).all():
         atom = int(np.argmin(np.isfinite(pos).all(1)))
         return f"coordinates of atom {atom + 1} are not finite (NaN or inf)"
+    far = np.abs(pos).max(1) > MAX_ABS_COORD
+    if far.any():
+        atom = int(np.argmax(far))
+        return (f"coordinate {float(np.abs(pos[atom]).max()):.3g} Å of atom {atom + 1} is beyond "
+                f"±{MAX_ABS_COORD:g} Å (a corrupt record, not a molecule)")
     return None
+
+
+def has_coincident_atoms(pos: np.ndarray) -> bool:
+    """Two atoms of the molecule at one point (closer than COINCIDENT Å); molecules of more than
+    MAX_MOLECULE_ATOMS atoms are not looked at (training skips them before any pair is built)."""
+    if not 2 <= len(pos) <= MAX_MOLECULE_ATOMS:
+        return False
+    d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    return bool(d.min() < COINCIDENT)
 
 
 # RDKit reports parse failures through its error log, wrapped in timestamps, stack traces and a
@@ -249,7 +296,8 @@ def _from_rdkit(mol: Chem.Mol):
         return problem
     name = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else ""
     props = {k: mol.GetProp(k) for k in mol.GetPropNames()}
-    return (pos, z), name, props
+    charged = sum(a.GetFormalCharge() != 0 for a in mol.GetAtoms())
+    return (pos, z), name, props, charged
 
 
 def _is_count_line(tokens: list[str]) -> bool:
@@ -325,6 +373,11 @@ def _xyz_records(text: str) -> Iterator[tuple[int, int | None, object]]:
             k, index = next_count(start + 1), index + 1
             continue
         n = int(tokens[start][0])
+        if n > n_lines - start - 2:   # before allocating n atoms: the lines must be there
+            yield index, start + 1, (f"file ends after {max(0, n_lines - start - 2):,} of the {n:,} "
+                                     "atoms announced by the count line")
+            k, index = next_count(start + 1), index + 1
+            continue
         if start + 1 >= n_lines:
             yield index, start + 1, f"file ends after the count line ({n} atoms announced)"
             return
@@ -365,12 +418,12 @@ def _xyz_records(text: str) -> Iterator[tuple[int, int | None, object]]:
             yield index, error[0], error[1]
             k, index = next_count(k), index + 1
             continue
-        finite = np.isfinite(pos).all(1)
-        if not finite.all():
-            a = int(np.argmin(finite))
-            yield index, start + 3 + a, f"coordinates of atom {a + 1} are not finite (NaN or inf)"
+        problem = _checked(pos, z)
+        if problem:
+            a = int(re.search(r"atom (\d+)", problem).group(1)) - 1
+            yield index, start + 3 + a, problem
         else:
-            yield index, start + 1, ((pos, z), comment, _comment_fields(comment))
+            yield index, start + 1, ((pos, z), comment, _comment_fields(comment), 0)
         index += 1
 
 
@@ -479,6 +532,16 @@ def _sdf_record(pos, z, name: str, fields: dict[str, str]) -> str:
     return "".join(parts)
 
 
+def _pdb_record(pos, z, name: str, fields: dict[str, str], model: int) -> str:
+    """One molecule as a PDB MODEL: HETATM records, CONECT records of the distance-rule bonds,
+    the name as COMPND and the fields as REMARK lines (the file's END comes at close)."""
+    block = Chem.MolToPDBBlock(protocol_mol(pos, z), flavor=2)   # flavor 2: no MASTER line
+    atoms = [ln for ln in block.splitlines() if ln.startswith(("HETATM", "CONECT"))]
+    head = [f"MODEL     {model:4d}"] + ([f"COMPND    {name[:70]}"] if name else [])
+    head += [f"REMARK   1 {key}: {' '.join(_sd_value_lines(v))}"[:80] for key, v in fields.items()]
+    return "\n".join(head + atoms + ["ENDMDL"]) + "\n"
+
+
 def _xyz_value(value: str) -> str:
     if value and not re.search(r"[\s\"'=]", value):
         return value
@@ -515,11 +578,11 @@ class MoleculeWriter:
             ext = Path(name[:-3] if self.compressed else name).suffix
             if ext not in WRITE_FORMATS:
                 raise EADError(f"cannot write {self.path.name}: unsupported file type "
-                               f"(use .sdf or .xyz, optionally .gz)")
+                               f"(use .sdf, .xyz or .pdb, optionally .gz)")
             format = WRITE_FORMATS[ext]
         format = str(format).lower().lstrip(".")
-        if format not in ("sdf", "xyz"):
-            raise EADError(f"unsupported output format {format!r} (use 'sdf' or 'xyz')")
+        if format not in ("sdf", "xyz", "pdb"):
+            raise EADError(f"unsupported output format {format!r} (use 'sdf', 'xyz' or 'pdb')")
         ext = Path(name[:-3] if self.compressed else name).suffix
         if WRITE_FORMATS.get(ext, format) != format:
             # e.g. write_sdf("out.xyz"): almost certainly a mistake, and a reader would
@@ -580,6 +643,8 @@ class MoleculeWriter:
             return
         self._open()  # a writer closed without any write still produces its (empty) file
         try:
+            if self.format == "pdb":
+                self._text.write("END\n")
             stream = self._text.detach()  # flushes; the raw file stays open for fsync below
             if self.compressed:
                 stream.close()  # writes the gzip trailer
@@ -627,7 +692,7 @@ class MoleculeWriter:
         if len(names) != len(molecules) or len(properties) != len(molecules):
             raise EADError(f"{len(molecules)} molecules but {len(names)} names and "
                            f"{len(properties)} property dicts")
-        max_z = MAX_RDKIT_Z if self.format == "sdf" else len(SYMBOLS) - 1
+        max_z = MAX_RDKIT_Z if self.format != "xyz" else len(SYMBOLS) - 1
         records = []
         for k, (item, name, props) in enumerate(zip(molecules, names, properties)):
             where = f"molecule {self.count + k}"
@@ -640,6 +705,8 @@ class MoleculeWriter:
             name = _one_line("" if name is None else name)
             if self.format == "sdf":
                 records.append(_sdf_record(pos, z, name, {**fields, **self.metadata}))
+            elif self.format == "pdb":
+                records.append(_pdb_record(pos, z, name, {**fields, **self.metadata}, self.count + k + 1))
             else:
                 _check_xyz_keys(fields, f"{where} properties")
                 pairs = [f"{key}={_xyz_value(v)}" for key, v in {**fields, **self.metadata}.items()]

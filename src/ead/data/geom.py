@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import EADError
 from .batch import MoleculeSet, _ranges
+from .files import MAX_ABS_COORD
 
 PERMUTATION_FILE = "geom_permutation.npy"
 VAL_PROPORTION = TEST_PROPORTION = 0.1
@@ -120,7 +121,10 @@ def _read_conformers(path, data, offsets, sizes, chosen) -> MoleculeSet:
         rows = _ranges(offsets[chosen[a:a + step]], counts[a:a + step])
         block = np.asarray(data[rows])
         lo, hi = mol_offsets[a], mol_offsets[min(a + step, len(chosen))]
-        positions[lo:hi] = block[:, 2:5]
+        xyz = block[:, 2:5]
+        if not np.isfinite(xyz).all() or np.abs(xyz).max(initial=0) > MAX_ABS_COORD:
+            raise EADError(f"{path}: coordinates must be finite and within ±{MAX_ABS_COORD:g} Å")
+        positions[lo:hi] = xyz
         z = block[:, 1]
         if not np.array_equal(z, np.round(z)) or z.min() < 1 or z.max() > 118:
             raise EADError(f"{path}: column 1 must hold atomic numbers (1–118)")

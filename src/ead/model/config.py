@@ -122,6 +122,13 @@ def check_parameters(layers: int, hidden: int, where: str) -> None:
                        f"({4 * n / 2**30:.3g} GiB in float32), over the limit of {MAX_PARAMETERS:.3g}")
 
 
+def training_atoms_limit(hidden: int) -> int:
+    """The largest molecule a network of this width trains on by default: one layer's edge
+    activations of that molecule, n² × hidden float32 values, stay within 256 MiB (paper/geom
+    presets: 512 atoms; GEOM-Drugs' largest has 181)."""
+    return min(MAX_MOLECULE_ATOMS, math.isqrt(2**26 // max(1, int(hidden))))
+
+
 def check_weights(state: dict, where: str) -> None:
     """Weights must be floating point: integer ones would load, be cast, and sample nonsense."""
     bad = [k for k, v in state.items() if not v.dtype.is_floating_point]

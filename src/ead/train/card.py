@@ -22,6 +22,8 @@ def card(meta: dict) -> dict:
             "batch_size": tc["batch_size"] * world, "lr": tc["lr"], "ema_decay": tc["ema_decay"],
             "device": meta.get("device", "cpu"), "precision": tc.get("precision", "32-true"),
             "data": tc.get("data")}
+    if meta.get("changes"):   # settings changed on resumes (--allow-changes), each at its step
+        out["setting_changes"] = meta["changes"]
     if lineage:   # this run continues others: say so, and give the totals
         out["continues"] = lineage
         out["total_training_steps"] = step + sum(seg["steps"] for seg in lineage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +41,22 @@ def load_data(cfg: TrainConfig):
         valid.validate(types)
         name = "geom-drugs" if split == "edm" else f"geom-drugs-{split}"
     else:
-        from ..data.files import read_molecules
+        from ..data.files import COINCIDENT, has_coincident_atoms, read_molecules
 
         read = read_molecules(cfg.data, strict=True)
+        keep = [i for i, c in enumerate(read.charged) if not c]
+        if len(keep) < len(read.molecules):   # the features hold elements only: say so, never drop in silence
+            if not keep:
+                raise EADError(f"every molecule of {cfg.data} has formal charges (M  CHG); the model has no "
+                               "charge feature, so they would be trained as neutral atoms")
+            print(f"warning: skipped {len(read.molecules) - len(keep)} of {len(read.molecules)} molecules with "
+                  "formal charges (M  CHG): the model has no charge feature", file=sys.stderr)
+            read.molecules = [read.molecules[i] for i in keep]
+            read.properties = [read.properties[i] for i in keep]
+        coincident = sum(has_coincident_atoms(pos) for pos, _ in read.molecules)
+        if coincident:
+            print(f"warning: {coincident} of {len(read.molecules)} molecules of {cfg.data} have coincident "
+                  f"atoms (closer than {COINCIDENT} Å)", file=sys.stderr)
         mols = MoleculeSet.from_list(read.molecules)
         if cfg.condition:   # a user's properties: numeric SD data fields of every record
             mols.properties = record_values(read.properties, cfg.condition, "property to condition on")
@@ -56,6 +70,15 @@ def load_data(cfg: TrainConfig):
         valid = mols.subset(perm[:n_val]) if n_val else mols
         train = mols.subset(perm[n_val:]) if n_val else mols
         name = Path(cfg.data).name
+    limit = cfg.molecule_atoms_limit()
+    big = int((train.num_atoms > limit).sum() + (valid.num_atoms > limit).sum())
+    if big:   # before any batch is built: one molecule's edges grow as the square of its atoms
+        train, valid = (m.subset(np.flatnonzero(m.num_atoms <= limit)) for m in (train, valid))
+        print(f"warning: skipped {big} molecules of more than {limit} atoms (--max-molecule-atoms)",
+              file=sys.stderr)
+        if len(train) == 0 or len(valid) == 0:
+            raise EADError(f"no {'training' if len(train) == 0 else 'validation'} molecule of {cfg.data} "
+                           f"has ≤ {limit} atoms (--max-molecule-atoms)")
     if cfg.filter_size:   # counted as trained: after --remove-h
         train, valid = (m.subset(np.flatnonzero(m.num_atoms <= cfg.filter_size)) for m in (train, valid))
         if len(train) == 0 or len(valid) == 0:

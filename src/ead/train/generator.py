@@ -78,7 +78,7 @@ def setting_changes(cfg: TrainConfig, meta: dict) -> dict:
     setting the checkpoint predates counts as its default). Refused unless --allow-changes."""
     now = json.loads(json.dumps(dataclasses.asdict(cfg)))
     default = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
-    saved = meta["train_config"]
+    saved = json.loads(json.dumps(meta["train_config"]))   # tuples as the JSON lists they were
     changes = {k: [saved.get(k, default[k]), v] for k, v in now.items()
                if k not in FREE_SETTINGS and saved.get(k, default[k]) != v}
     if changes and not cfg.allow_changes:

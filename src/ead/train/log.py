@@ -42,14 +42,14 @@ class CsvLog:
         truncate_log(path, start_step)
         if not path.exists():
             with open(path, "w", newline="") as f:
-                csv.writer(f).writerow(self.FIELDS)
+                csv.writer(f, lineterminator="\n").writerow(self.FIELDS)
         self.tb = None
         if tb_dir is not None:
             self.tb = summary_writer()(log_dir=str(tb_dir), purge_step=start_step or None)
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([_fmt(row.get(k)) for k in self.FIELDS])
+            csv.writer(f, lineterminator="\n").writerow([_fmt(row.get(k)) for k in self.FIELDS])
         if self.tb is not None:
             for k in self.FIELDS[1:]:
                 v = row.get(k)

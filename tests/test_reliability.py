@@ -1,0 +1,158 @@
+"""What docs/reliability.md promises about bad input, resources, crashes and resumes."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ead.cli import main
+from ead.errors import EADError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import adversarial  # noqa: E402
+
+
+def _data(tmp_path, n=12):
+    path = tmp_path / "mols.xyz"
+    path.write_text(adversarial.xyz_text(adversarial.molecules(n)))
+    return path
+
+
+def _train(tmp_path, data, *extra):
+    return main(adversarial.train_argv(data, tmp_path / "run", *extra))
+
+
+def test_resume_with_changed_settings_is_refused_unless_allowed_and_then_recorded(tmp_path, capsys):
+    data = _data(tmp_path)
+    assert _train(tmp_path, data, "--max-steps", "2") == 0
+    # when and how long a run goes may change
+    assert _train(tmp_path, data, "--max-steps", "3", "--ckpt-every", "5", "--log-every", "2") == 0
+    capsys.readouterr()
+    assert _train(tmp_path, data, "--max-steps", "4", "--lr", "0.01", "--no-clip-grad") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lr 0.0001 → 0.01" in err[0] and "clip-grad True → False" in err[0]
+    assert _train(tmp_path, data, "--max-steps", "4", "--lr", "0.01", "--no-clip-grad", "--allow-changes") == 0
+    card = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["card"]
+    assert card["setting_changes"] == [{"step": 3, "lr": [0.0001, 0.01], "clip_grad": [True, False]}]
+    # the new settings are now the run's: resuming with them again is no change
+    assert _train(tmp_path, data, "--max-steps", "5", "--lr", "0.01", "--no-clip-grad") == 0
+
+
+def test_full_disk_during_a_checkpoint_is_one_error_and_the_last_checkpoint_stays_usable(tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+
+    from ead.train import Checkpointer
+
+    data = _data(tmp_path)
+    assert _train(tmp_path, data, "--max-steps", "2") == 0
+    real, calls = safetensors.torch.save_file, {"n": 0}
+
+    def full(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:   # the checkpoint of step 4 (step 3's and its model went through)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    capsys.readouterr()
+    assert _train(tmp_path, data, "--max-steps", "5") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ead: error:") and "No space left" in err[0]
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert not [p for p in ckpts.iterdir() if p.name.startswith(".")]   # no temporary left
+    latest = Checkpointer(tmp_path / "run").latest()
+    assert latest.name == "step-00000003"
+    Checkpointer.load(latest)
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    assert _train(tmp_path, data, "--max-steps", "5") == 0   # and the run resumes from it
+
+
+def _dead_pid() -> int:
+    pid = 999_999
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1
+
+
+def test_stale_temporaries_of_dead_processes_are_removed_at_start_and_a_bad_pointer_falls_back(tmp_path, capsys):
+    data = _data(tmp_path)
+    assert _train(tmp_path, data, "--max-steps", "2", "--keep-checkpoints", "0") == 0
+    ckpts, pid = tmp_path / "run" / "checkpoints", _dead_pid()
+    (ckpts / f".step-00000009.tmp{pid}").mkdir()
+    (ckpts / f".latest.tmp{pid}").write_text("x")
+    (tmp_path / "run" / "model" / f".config.json.tmp{pid}").write_text("x")
+    live = ckpts / f".step-00000010.tmp{os.getppid()}"   # a live process's: left alone
+    live.mkdir()
+    (ckpts / "latest").write_text("step-00000007")      # a kill between delete and rename
+    assert _train(tmp_path, data, "--max-steps", "3") == 0
+    assert "resuming from step-00000002" in capsys.readouterr().err   # the newest complete one
+    left = sorted(p.name for p in ckpts.iterdir() if p.name.startswith("."))
+    assert left == [live.name] and not list((tmp_path / "run" / "model").glob(".*"))
+
+
+def test_sigterm_during_sample_leaves_no_partial_file(tmp_path):
+    model = adversarial.base_model(tmp_path / "model")
+    out = tmp_path / "out.sdf"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "ead", "sample", "--model", str(model), "-n", "100000",
+                             "--batch-size", "2", "--steps", "50", "--precision", "fp32", "--quiet", "-o", str(out)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".out.sdf.*")) and time.time() < deadline:
+        time.sleep(0.1)
+    assert list(tmp_path.glob(".out.sdf.*")), "the sampler never started writing"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and err.strip() == "ead: terminated"
+    assert not list(tmp_path.iterdir()) == [] and not list(tmp_path.glob(".out.sdf.*")) and not out.exists()
+
+
+def test_readers_are_bounded(tmp_path):
+    import gzip
+
+    from ead.data.files import read_molecules
+
+    text = adversarial.xyz_text(adversarial.molecules(3))
+    (tmp_path / "a.sdf").write_bytes(gzip.compress(adversarial.sdf_text(adversarial.molecules(3)).encode()))
+    assert len(read_molecules(tmp_path / "a.sdf")) == 3   # gzip by its magic bytes, whatever the name
+    (tmp_path / "b.xyz").write_text("1000000000000\n\nC 0 0 0\n")
+    with pytest.raises(EADError, match="file ends after 1 of the 1,000,000,000,000 atoms"):
+        read_molecules(tmp_path / "b.xyz")
+    os.mkfifo(tmp_path / "c.sdf")
+    with pytest.raises(EADError, match="not a regular file"):
+        read_molecules(tmp_path / "c.sdf")
+    (tmp_path / "d.xyz").write_text(text + "2\n\nC 1e20 0 0\nC 0 0 0\n")
+    with pytest.raises(EADError, match=r"record 3 \(line 21\): coordinate 1e\+20 Å of atom 1 is beyond ±10000 Å"):
+        read_molecules(tmp_path / "d.xyz")
+
+
+def test_training_skips_charged_and_oversized_molecules_with_a_count_and_warns_on_coincident_atoms(tmp_path, capsys):
+    mols = adversarial.molecules(12)
+    mols[0] = (np.random.default_rng(0).normal(size=(40, 3)) * 5, np.full(40, 6))
+    mols[1] = (np.zeros_like(mols[1][0]), mols[1][1])
+    sdf = adversarial.sdf_text(mols).replace("M  END", "M  CHG  1   1   1\nM  END", 3)   # records 0-2
+    (tmp_path / "m.sdf").write_text(sdf)
+    assert _train(tmp_path, tmp_path / "m.sdf", "--max-molecule-atoms", "30") == 0
+    err = capsys.readouterr().err
+    assert "skipped 3 of 12 molecules with formal charges" in err
+    assert "coincident" not in err   # the molecule at one point was charged, and skipped first
+    mols[2] = (np.zeros_like(mols[2][0]), mols[2][1])
+    (tmp_path / "n.xyz").write_text(adversarial.xyz_text(mols))
+    assert main(adversarial.train_argv(tmp_path / "n.xyz", tmp_path / "run2", "--max-molecule-atoms", "30")) == 0
+    err = capsys.readouterr().err
+    assert "2 of 12 molecules" in err and "coincident" in err
+    assert "skipped 1 molecules of more than 30 atoms" in err
