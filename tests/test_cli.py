@@ -72,7 +72,7 @@ def test_bad_flags(trained, capsys):
         (["sample", "--model", model, "--steps", "5000", "-o", str(out)], "steps must be"),
         (["sample", "--model", model, "--sampler", "magic", "-o", str(out)], "invalid choice"),
         (["sample", "--model", model, "--async-ratio", "1.5", "-o", str(out)], "(0, 1]"),
-        (["sample", "--model", model, "-o", str(trained / "x.txt")], ".sdf or .xyz"),
+        (["sample", "--model", model, "-o", str(trained / "x.txt")], ".sdf, .xyz or .pdb"),
         (["sample", "--model", model, "-o", str(trained / "nodir" / "x.sdf")], "does not exist"),
         (["sample", "--model", model, "--t-async", "5000", "-o", str(out)], "t_async"),
         (["sample", "--model", model, "--update", "euler", "-o", str(out)], "invalid choice"),

@@ -230,7 +230,7 @@ def test_missing_path_and_unsupported_extension(tmp_path):
     with pytest.raises(EADError, match="unsupported file type: x.pdb"):
         read_molecules(pdb, strict=False)
     with pytest.raises(EADError, match="unsupported"):
-        MoleculeWriter(tmp_path / "out.pdb")
+        MoleculeWriter(tmp_path / "out.mol2")
     with pytest.raises(EADError, match="extension"):
         write_sdf(tmp_path / "out.xyz", random_molecules(1))
     assert only_files(tmp_path) == ["x.pdb"]

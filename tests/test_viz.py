@@ -274,7 +274,10 @@ def test_cli_view_and_errors(model_dir, molecules, tmp_path, capsys):
     fails(["view", str(tmp_path / "missing.sdf")], "no such file")
     (tmp_path / "empty.sdf").write_text("")
     fails(["view", str(tmp_path / "empty.sdf")], "no molecules")
-    fails(["view", str(tmp_path / "m.sdf"), "-o", str(tmp_path / "nope" / "x")], "does not exist")
+    (tmp_path / "plain").write_text("")
+    fails(["view", str(tmp_path / "m.sdf"), "-o", str(tmp_path / "plain" / "x")], "cannot make the output folder")
+    assert main(["view", str(tmp_path / "m.sdf"), "-o", str(tmp_path / "a" / "b" / "c"), "--quiet"]) == 0
+    assert (tmp_path / "a" / "b" / "c.png").exists() and (tmp_path / "a" / "b" / "c.html").exists()
     fails(["view", str(tmp_path / "m.sdf"), "--columns", "0"], "positive integer")
     fails(["sample", "--model", model_dir, "-n", "1", "-o", str(tmp_path / "a.sdf"),
            "--trajectory", str(tmp_path / "m.sdf")], "not a folder")

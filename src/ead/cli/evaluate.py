@@ -32,6 +32,13 @@ def add(sub):
                         help="GFN2-xTB energy drop and RMSD on N valid molecules (needs tblite, "
                         "scipy; several seconds per molecule)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --energy subsample")
+    parser.add_argument("--relax", choices=["mmff", "xtb"],
+                        help="also relax every molecule (MMFF94 via RDKit, valid molecules only, or "
+                        "GFN2-xTB via tblite) and report the protocol metrics of the raw and the "
+                        "relaxed geometries side by side, over the molecules that relaxed; failures "
+                        "are listed, never fatal")
+    parser.add_argument("--relax-workers", type=positive_int, default=1, metavar="N",
+                        help="processes relaxing molecules in parallel (default 1)")
     parser.add_argument("--predictor", metavar="DIR",
                         help="conditional generation: a property predictor (`ead predictor`); each "
                         "record's target is its SD field / XYZ key named after the property (as "
@@ -109,7 +116,31 @@ def _table(r: dict, sources: str) -> str:
                   f"{'RMSD (Å)':<28}median {_num(e['rmsd_angstrom']['median'])}"
                   f"  mean {_num(e['rmsd_angstrom']['mean'])}"]
         lines += [f"  molecule {f['molecule']}: {f['error']}" for f in e["failures"]]
+    if "relaxation" in r:
+        lines += _relaxation_table(r["relaxation"], r)
     return "\n".join(lines)
+
+
+RELAX_ROWS = (("atom stability", "atom_stability"), ("molecule stability", "molecule_stability"),
+              ("validity", "validity"), ("uniqueness", "uniqueness"), ("novelty", "novelty"),
+              ("connectivity", "connectivity"))
+
+
+def _relaxation_table(x: dict, raw_all: dict) -> list[str]:
+    """Raw and relaxed metrics in separate columns: all raw molecules, the raw molecules that
+    relaxed, and their relaxed geometries."""
+    k, n = x["num_relaxed"], x["num_molecules"]
+    lines = ["", f"{x['method'].upper()} relaxation: {k} of {n} molecules relaxed",
+             f"{'metric':<24}{'raw, all':>12}{'raw, relaxed':>14}{'relaxed':>12}"]
+    for label, key in RELAX_ROWS:
+        cells = [raw_all.get(key)] + [x[s].get(key) if s in x else None for s in ("raw", "relaxed")]
+        lines.append(f"{label:<24}" + "".join(f"{_pct(c):>{w}}" for c, w in zip(cells, (12, 14, 12))))
+    for label, key in (("energy drop (kcal/mol)", "energy_drop_kcal_mol"), ("RMSD (Å)", "rmsd_angstrom")):
+        lines.append(f"{label:<24}median {_num(x[key]['median'])}  mean {_num(x[key]['mean'])}")
+    lines += [f"  molecule {f['molecule']}: {f['error']}" for f in x["failures"][:MAX_LISTED_BAD]]
+    if len(x["failures"]) > MAX_LISTED_BAD:
+        lines.append(f"  … and {len(x['failures']) - MAX_LISTED_BAD} more (all are listed with --json)")
+    return lines
 
 
 def _num(x) -> str:
@@ -147,6 +178,12 @@ def run(args) -> int:
                                 verbose=not args.quiet,
                                 progress=showing(args.quiet, args.progress))
     result["bad_records"] = bad
+    if args.relax:
+        from ..metrics.relax import relaxed_comparison
+
+        result["relaxation"] = relaxed_comparison(molecules, args.relax, args.reference,
+                                                  args.relax_workers,
+                                                  showing(args.quiet, args.progress))
     if predictor is not None:
         from ..metrics.property import property_mae
 

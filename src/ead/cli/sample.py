@@ -8,7 +8,7 @@ from ..errors import EADError
 from .common import add_config_flags, add_threads_flag, config_values, positive_float, positive_int
 
 
-HELP = "generate molecules as SDF or XYZ (optionally .gz)"
+HELP = "generate molecules as SDF, XYZ or PDB (optionally .gz)"
 
 
 def add(sub):
@@ -21,7 +21,7 @@ def add(sub):
     p.add_argument("--model", default="qm9", help="model folder, or a shipped model name (default qm9)")
     p.add_argument("-n", "--num", type=positive_int, default=100, help="number of molecules")
     p.add_argument("-o", "--output", default="samples.sdf",
-                   help=".sdf or .xyz, optionally .gz (default samples.sdf)")
+                   help=".sdf, .xyz or .pdb, optionally .gz (default samples.sdf)")
     add_config_flags(p, SamplerConfig)   # --sampler, --steps, … --eta: SamplerConfig's fields
     p.add_argument("--num-atoms", type=positive_int,
                    help="fixed molecule size (default: p(M)); for a dummy-atom model, the slots per "
@@ -33,6 +33,13 @@ def add(sub):
                         "--num-atoms, or the fragment's plus --add, or drawn from p(M) above it")
     p.add_argument("--add", type=positive_int, metavar="K",
                    help="with --fragment: generate K atoms beyond the fragment's")
+    p.add_argument("--relax", choices=["mmff", "xtb"],
+                   help="relax each molecule before writing it: MMFF94 (RDKit; valid molecules only) or "
+                        "GFN2-xTB (needs tblite); the records keep the energy drop and RMSD "
+                        "(ead_relax_energy_drop_kcal_mol, ead_relax_rmsd_angstrom), and a molecule "
+                        "that fails keeps its raw coordinates with ead_relax_error")
+    p.add_argument("--relax-workers", type=positive_int, default=1, metavar="N",
+                   help="processes relaxing molecules in parallel (default 1)")
     p.add_argument("--condition", action="append", metavar="NAME=VALUE",
                    help="a conditional model's target property value, e.g. alpha=80 (repeat for "
                         "several); a property not given is drawn per molecule from the training "
@@ -78,8 +85,8 @@ def run(args) -> int:
     from ..progress import showing
 
     out = Path(args.output)
-    if not out.name.lower().endswith((".sdf", ".xyz", ".sdf.gz", ".xyz.gz")):
-        raise EADError(f"output must end in .sdf or .xyz (optionally .gz), got {out.name}")
+    if not out.name.lower().removesuffix(".gz").endswith((".sdf", ".xyz", ".pdb")):
+        raise EADError(f"output must end in .sdf, .xyz or .pdb (optionally .gz), got {out.name}")
     if not out.parent.exists():
         raise EADError(f"output folder {out.parent} does not exist")
     model = EAD.from_pretrained(args.model, device=args.device)
@@ -132,6 +139,7 @@ def run(args) -> int:
             mols, targets, dropped = drop_empty(split_result(res, types), res.info.get("condition", {}))
             empty += dropped
             props = [{k: f"{v[i]:.6g}" for k, v in targets.items()} for i in range(len(mols))]
+            mols, props = finished_records(mols, props, args)
             writer.write(mols, names=[f"ead_{done + i}" for i in range(len(mols))], properties=props)
             done += len(mols)
             calls += res.network_calls
@@ -170,3 +178,17 @@ def fragment_and_size(args, model):
     fragment.check(model.config.atom_types, [len(fragment) + 1 if num_atoms is None else num_atoms])
     return fragment, num_atoms
 
+
+def finished_records(mols, props, args):
+    """The batch as written: relaxed with --relax (fields say how, or why not), and each record
+    with its SMILES and validity (of the coordinates written)."""
+    from ..metrics.chem import record_fields
+    from ..progress import showing
+
+    if args.relax:
+        from ..metrics.relax import relaxed_records
+
+        mols, relaxed = relaxed_records(mols, args.relax, args.relax_workers,
+                                        showing(args.quiet, args.progress))
+        props = [{**p, **r} for p, r in zip(props, relaxed)]
+    return mols, [{**p, **record_fields(pos, z)} for p, (pos, z) in zip(props, mols)]

@@ -61,6 +61,16 @@ def smiles_of(mol: Chem.Mol) -> str | None:
     return Chem.MolToSmiles(largest)
 
 
+def record_fields(positions, atomic_numbers) -> dict[str, str]:
+    """The SD fields every written record carries: its protocol SMILES (largest fragment; empty
+    when invalid) and whether it is valid (docs/evaluation.md §4)."""
+    with rdBase.BlockLogs():
+        smiles = smiles_of(protocol_mol(positions, atomic_numbers))
+        if smiles is not None:   # hydrogens implicit, as chemists write it
+            smiles = Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
+    return {"ead_smiles": smiles or "", "ead_valid": "1" if smiles is not None else "0"}
+
+
 def protocol_smiles(mols: MoleculeSet, graph: BondGraph | None = None
                     ) -> tuple[list[str | None], np.ndarray]:
     """(SMILES or None for each molecule, number of bond-graph fragments of each molecule)."""

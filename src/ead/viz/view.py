@@ -252,8 +252,10 @@ def view_file(path, out_prefix=None, max_molecules: int = 48, columns: int = 4,
     if out_prefix is None:
         out_prefix = path.with_suffix("") if path.is_file() else path / path.name
     out_prefix = Path(out_prefix)
-    if not out_prefix.parent.exists():
-        raise EADError(f"output folder {out_prefix.parent} does not exist")
+    try:   # -o a/b/c makes the folders a/b (once the input has been read)
+        out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EADError(f"cannot make the output folder {out_prefix.parent}: {e.strerror or e}") from None
     shown = list(zip(result.molecules, result.names))[:max_molecules]
     infos = [describe(pos, z, k, name) for k, ((pos, z), name)
              in enumerate(tracked(shown, len(shown), "view", "mol", progress))]
