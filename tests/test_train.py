@@ -108,9 +108,10 @@ def test_init_from_continues_another_run_with_its_lineage(tmp_path):
     drift = max(float((out[k] - src[k]).abs().max()) for k in src if k.startswith("model."))
     fresh = max(float(v.abs().max()) for k, v in src.items() if k.startswith("model."))
     assert drift < 0.1 * fresh
-    # a restarted continuation resumes itself, not the source again
+    # a restarted continuation resumes itself, not the source again (with its own settings: a
+    # changed one, e.g. the precision, would be refused without --allow-changes)
     s2 = train(_cfg(tmp_path / "b", max_steps=5, ckpt_every=5, window=3, batch_size=4,
-                    init_from=str(tmp_path / "a" / "run")))
+                    init_from=str(tmp_path / "a" / "run"), precision="bf16-mixed"))
     assert s2["start_step"] == 3 and s2["step"] == 5
     card = json.loads((tmp_path / "b" / "run" / "model" / "config.json").read_text())["card"]
     assert len(card["continues"]) == 1 and card["total_training_steps"] == 9
