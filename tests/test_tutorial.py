@@ -119,5 +119,6 @@ def test_tutorial_outputs(runner):
     w = runner.workdir
     for name in ("first.sdf", "first.png", "first.html", "first_traj/trajectory.npz",
                  "first_traj/molecule_00.gif", "first_traj/molecule_00_times.png",
-                 "my_molecules/part0.sdf", "runs/mine/model/config.json", "mine.sdf", "mine.png", "mine.html"):
+                 "my_molecules/part0.sdf", "runs/mine/model/config.json", "mine.sdf", "mine.png", "mine.html",
+                 "fragment.sdf", "grown.sdf", "pictures/grown.png", "pictures/grown.html"):
         assert (w / name).exists(), name
