@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from sample_grid import savez  # noqa: E402
 
-from ead.pipeline import write_atomic  # noqa: E402
+from ead.io import write_atomic  # noqa: E402
 
 
 def pack(src: Path, dst: Path) -> int:
