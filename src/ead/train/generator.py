@@ -178,8 +178,11 @@ class GeneratorRun:
             logger = CsvLog(run_dir / "log.csv", run_dir / "tensorboard" if cfg.tensorboard else None, self.step)
         from tqdm import tqdm
 
-        self.bar = tqdm(total=cfg.max_steps, initial=self.step, disable=cfg.quiet or self.rank != 0,
-                        dynamic_ncols=True, desc="train")
+        from ..progress import showing
+
+        # the one progress rule: a bar on a terminal's stderr only (a log file gets log.csv's rows)
+        self.bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not showing(cfg.quiet) or self.rank != 0,
+                        dynamic_ncols=True, desc="train", file=sys.stderr)
         self.clock = RunClock(self.elapsed, cfg.max_hours)
         self.step = run_loop(self, self.step, cfg.max_steps, cfg.ckpt_every, self.clock, logger, self.bar)
         self.summary.update({"step": self.step, "elapsed_s": self.clock.elapsed,
