@@ -103,9 +103,9 @@ def test_generator_gives_reproducible_seeds(micro):
         micro.sample(2, steps=3, seed=1, generator=torch.Generator())
 
 
-@pytest.mark.parametrize("method", ["sample", "sample_arrays"])
+@pytest.mark.parametrize("method", ["sample", "sample_arrays", "sample_batches"])
 def test_unknown_keyword_names_the_public_method(micro, method):
-    with pytest.raises(TypeError) as e:
+    with pytest.raises(TypeError) as e:   # at the call: sample_batches' generator is never started
         getattr(micro, method)(2, steps=3, torch_dtype=torch.float32)
     msg = str(e.value)
     assert f"EAD.{method}()" in msg and "torch_dtype" in msg and ".to(device, dtype)" in msg

@@ -297,40 +297,45 @@ class EAD:
         network = self.guided_by(guide, guidance) if guide is not None else None
         batches = -(-n // batch_size)
         per_batch = self.make_schedule(sampler, **options).settings()["steps"] + 1   # + the decoding call
-        bar = Progress(batches * per_batch, f"sample {n}", "step", progress)
 
-        def step(i, t, z_x, z_h):
-            if on_step is not None:
-                on_step(i, t, z_x, z_h)
-            if i:   # 0 = the initial noise, before any call
-                bar.update(molecules=done)
+        # everything above runs at the call (bad options fail there); the batches are drawn lazily
+        def chunks():
+            bar = Progress(batches * per_batch, f"sample {n}", "step", progress)
 
-        done = 0
-        for start in range(0, n, batch_size):
-            schedule = self.make_schedule(sampler, **options)
-            chunk = sizes[start : start + batch_size].to(self.device)
-            context = None
-            if targets is not None:
-                part = targets[start : start + batch_size]
-                context = torch.from_numpy(normalise(self.config, part)).to(self.device)
-                context = context.repeat_interleave(chunk, 0)   # per molecule -> per atom
-            held = None if fragment is None else FixedAtoms(*fragment.held_atoms(chunk.cpu(), self.encoder.encode))
-            res = run_sampler(network or self._network(), self.noise, schedule, chunk, self.config.num_features,
-                              len(self.config.feature_types), gen, context=context, fixed=held,
-                              on_step=step if (on_step or progress) else None)
-            done += len(chunk)
-            left = batches - start // batch_size - 1   # later batches take as many steps as this one
-            bar.set_total(bar.done + 1 + left * res.network_calls)
-            bar.update(1, molecules=done)   # the decoding call
-            if not left:
-                bar.close()
-            if network is not None:
-                res.network_calls *= network.calls_per_call
-            if targets is not None:
-                res.info["condition"] = {k: [float(v) for v in part[:, c]] for c, k in enumerate(self.config.context)}
-            yield res, {**schedule.settings(), "seed": seed, "model_preset": self.config.preset,
-                        **({"precision": self.precision} if self.precision else {}),
-                        **({"guidance": float(guidance)} if network is not None else {})}
+            def step(i, t, z_x, z_h):
+                if on_step is not None:
+                    on_step(i, t, z_x, z_h)
+                if i:   # 0 = the initial noise, before any call
+                    bar.update(molecules=done)
+
+            done = 0
+            for start in range(0, n, batch_size):
+                schedule = self.make_schedule(sampler, **options)
+                chunk = sizes[start : start + batch_size].to(self.device)
+                context = None
+                if targets is not None:
+                    part = targets[start : start + batch_size]
+                    context = torch.from_numpy(normalise(self.config, part)).to(self.device)
+                    context = context.repeat_interleave(chunk, 0)   # per molecule -> per atom
+                held = None if fragment is None else FixedAtoms(*fragment.held_atoms(chunk.cpu(), self.encoder.encode))
+                res = run_sampler(network or self._network(), self.noise, schedule, chunk, self.config.num_features,
+                                  len(self.config.feature_types), gen, context=context, fixed=held,
+                                  on_step=step if (on_step or progress) else None)
+                done += len(chunk)
+                left = batches - start // batch_size - 1   # later batches take as many steps as this one
+                bar.set_total(bar.done + 1 + left * res.network_calls)
+                bar.update(1, molecules=done)   # the decoding call
+                if not left:
+                    bar.close()
+                if network is not None:
+                    res.network_calls *= network.calls_per_call
+                if targets is not None:
+                    res.info["condition"] = {k: [float(v) for v in part[:, c]] for c, k in enumerate(self.config.context)}
+                yield res, {**schedule.settings(), "seed": seed, "model_preset": self.config.preset,
+                            **({"precision": self.precision} if self.precision else {}),
+                            **({"guidance": float(guidance)} if network is not None else {})}
+
+        return chunks()
 
     def sample_arrays(self, n: int, **kwargs) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
         """n molecules as (positions [m,3] Å, atomic_numbers [m]) numpy pairs, and the settings;
