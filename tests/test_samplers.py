@@ -225,3 +225,14 @@ def test_default_sampler_runs_at_the_models_own_T(tmp_path):
     arrays, settings = m.sample_arrays(2, seed=0)
     assert settings["sampler"] == "adaptive" and settings["steps"] == 200
     assert len(arrays) == 2 and all(np.isfinite(p).all() for p, _ in arrays)
+
+
+def test_diverged_molecules_are_dropped_with_their_targets():
+    from ead.pipeline import drop_diverged
+
+    good = (np.zeros((3, 3)), np.array([6, 1, 1]))
+    bad = (np.array([[0.0, 0.0, 0.0], [np.inf, 0.0, 0.0]]), np.array([6, 8]))
+    nan = (np.full((2, 3), np.nan), np.array([1, 1]))
+    kept, targets, dropped = drop_diverged([good, bad, nan, good], {"alpha": [1.0, 2.0, 3.0, 4.0]})
+    assert dropped == 2 and len(kept) == 2 and targets == {"alpha": [1.0, 4.0]}
+    assert drop_diverged([good], {})[2] == 0

@@ -343,10 +343,12 @@ class EAD:
         check_options("EAD.sample_arrays", kwargs)
         out, settings, calls, targets = [], {}, 0, {}
         types = np.asarray(self.config.feature_types)
-        empty = 0
+        empty, diverged = 0, 0
         for res, settings in self.sample_batches(n, **kwargs):
             mols, chunk_targets, dropped = drop_empty(split_result(res, types), res.info.get("condition", {}))
+            mols, chunk_targets, bad = drop_diverged(mols, chunk_targets)
             empty += dropped
+            diverged += bad
             out.extend(mols)
             calls += res.network_calls
             for k, v in chunk_targets.items():
@@ -354,6 +356,8 @@ class EAD:
         settings["network_calls"] = calls
         if self.config.dummy:
             settings["empty_dropped"] = empty   # slots all decoded as absent: no molecule
+        if diverged:
+            settings["diverged_dropped"] = diverged   # non-finite coordinates: not returned
         if targets:
             settings["condition"] = targets   # per molecule: the property values asked for
         return out, settings
@@ -408,6 +412,16 @@ def drop_empty(mols: list, targets: dict) -> tuple[list, dict, int]:
     """`mols` without the empty ones (a dummy-atom model's all-absent slots), the per-molecule
     `targets` ({property: [value per molecule]}) that go with the rest, and how many were dropped."""
     keep = [i for i, (_, z) in enumerate(mols) if len(z)]
+    if len(keep) == len(mols):
+        return mols, targets, 0
+    return [mols[i] for i in keep], {k: [v[i] for i in keep] for k, v in targets.items()}, len(mols) - len(keep)
+
+
+def drop_diverged(mols: list, targets: dict) -> tuple[list, dict, int]:
+    """`mols` without those whose coordinates overflowed to inf/NaN during sampling (a trajectory
+    can diverge far from the training distribution, e.g. a fragment the model was not trained to
+    hold), with their targets, and how many were dropped. A scorer should count them as failures."""
+    keep = [i for i, (pos, _) in enumerate(mols) if np.isfinite(pos).all()]
     if len(keep) == len(mols):
         return mols, targets, 0
     return [mols[i] for i in keep], {k: [v[i] for i in keep] for k, v in targets.items()}, len(mols) - len(keep)

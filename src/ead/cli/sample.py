@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..errors import EADError
@@ -81,7 +82,7 @@ def run(args) -> int:
     from ..data.files import MoleculeWriter
     from ..device import set_threads
     from ..diffusion.schedules import SamplerConfig
-    from ..pipeline import EAD, drop_empty, split_result
+    from ..pipeline import EAD, drop_diverged, drop_empty, split_result
     from ..progress import showing
 
     out = Path(args.output)
@@ -117,7 +118,7 @@ def run(args) -> int:
         raise EADError(f"--trajectory {args.trajectory} exists and is not a folder")
     types = np.asarray(model.config.feature_types)
     t0 = time.time()
-    calls, done, empty = 0, 0, 0
+    calls, done, empty, diverged = 0, 0, 0, 0
     settings = {**schedule.settings(), "seed": args.seed, "model": str(args.model),
                 **({"precision": model.precision} if model.precision else {}),
                 **({"guide": str(args.guide), "guidance": args.guidance} if guide is not None else {})}
@@ -137,7 +138,9 @@ def run(args) -> int:
                                             guidance=args.guidance or 1.0,
                                             progress=showing(args.quiet, args.progress), **options):
             mols, targets, dropped = drop_empty(split_result(res, types), res.info.get("condition", {}))
+            mols, targets, bad = drop_diverged(mols, targets)
             empty += dropped
+            diverged += bad
             props = [{k: f"{v[i]:.6g}" for k, v in targets.items()} for i in range(len(mols))]
             mols, props = finished_records(mols, props, args)
             writer.write(mols, names=[f"ead_{done + i}" for i in range(len(mols))], properties=props)
@@ -151,6 +154,9 @@ def run(args) -> int:
               f"{calls} network calls, {model.precision or 'fp32'}, {dt:.1f} s, {done / dt:.2f} mol/s)")
         if model.config.dummy:
             print(f"{empty} of {args.num} molecules came out with every slot absent and were left out")
+    if diverged:   # said even with --quiet: the file holds fewer molecules than asked for
+        print(f"warning: {diverged} of {args.num} molecules diverged (coordinates overflowed to inf/NaN) "
+              "and were not written; count them as failures when scoring the sample", file=sys.stderr)
     if recorder is not None:
         from ..viz.render import write_trajectory_outputs
 
