@@ -13,8 +13,9 @@ its loss: losses under different weightings are not comparable.
 `run` works through the cells in order (seed-major, so a partial screen already compares every arm
 on seed 0) and can be stopped and restarted at any moment: `ead train` resumes its run from the
 last checkpoint, and a cell whose numbers are in the results file is skipped. Training uses one
-thread (the machine is shared). Run folders go to `runs/recipe-screen/` (not committed); the
-numbers go to `benchmarks/results/recipe-screen/results.json` (committed).
+thread (the machine is shared). Run folders go to `training/recipe-screen/` (logs committed, and
+the one unfinished cell's resumable checkpoint); the numbers go to
+`benchmarks/results/recipe-screen/results.json` (committed).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "recipe-screen" / "results.json"
-RUNS = ROOT / "runs" / "recipe-screen"
+# cells train here: a finished cell keeps its log.csv and train_config.json (its numbers are in the
+# results file); an unfinished one also its one resumable checkpoint, so the screen continues in a
+# fresh clone; exported models, samples and other checkpoints are ignored (.gitignore)
+RUNS = ROOT / "training" / "recipe-screen"
 
 # arm -> extra `ead train` options (the baseline is EDM's recipe: every option at its default)
 ARMS = {
