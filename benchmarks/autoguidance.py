@@ -29,20 +29,23 @@ GUIDES_DIR = ROOT / "runs" / "guides"
 BLOCK = "autoguidance-table"
 # guide name -> (commit, exported model folder at that commit, what it is)
 GUIDES = {
-    "ep43": ("800a383", "training/qm9-small-c9-gpu/model", "same network after 43 epochs (val. loss 0.1384)"),
-    "ep94": ("800a383", "training/qm9-small-c9-gpu2/model", "same network after 94 epochs (val. loss 0.1344)"),
+    "ep8": ("f3a8b31^", "training/qm9-small-c9/model", "same network after 8 epochs (val. loss 0.1499)"),
+    "ep51": ("800a383", "training/qm9-small-c9-gpu/model", "same network after 51 epochs (val. loss 0.1384)"),
+    "ep122": ("800a383", "training/qm9-small-c9-gpu2/model", "same network after 122 epochs (val. loss 0.1344)"),
     "ep227": ("800a383", "training/qm9-small-c9-gpu4/model", "same network after 227 epochs (val. loss 0.1314)"),
 }
 # cell -> (steps, guide or None, weight)
 CELLS = {   # in the order they run: the most telling comparisons first
     "plain-100": (100, None, 1.0),
-    "ep43-w2-50": (50, "ep43", 2.0),
+    "ep51-w2-50": (50, "ep51", 2.0),
     "plain-50": (50, None, 1.0),
     "ep227-w2-50": (50, "ep227", 2.0),
-    "ep94-w2-50": (50, "ep94", 2.0),
-    "ep43-w3-50": (50, "ep43", 3.0),
-    "ep43-w1.5-50": (50, "ep43", 1.5),
-    "ep43-w2-100": (100, "ep43", 2.0),
+    "ep8-w2-50": (50, "ep8", 2.0),
+    "ep51-w3-50": (50, "ep51", 3.0),
+    "ep122-w2-50": (50, "ep122", 2.0),
+    "ep51-w1.5-50": (50, "ep51", 1.5),
+    "ep8-w1.5-50": (50, "ep8", 1.5),
+    "ep51-w2-100": (100, "ep51", 2.0),
 }
 
 
@@ -70,7 +73,8 @@ def run_cell(name: str, seed: int, molecules: int) -> dict:
     if s.returncode != 0:
         raise SystemExit(f"{name}: sampling failed: {s.stderr.strip().splitlines()[-1:]}")
     seconds = time.time() - t0
-    calls = int(s.stdout.split(" network calls")[0].rsplit(" ", 1)[-1])
+    summary = next(line for line in (s.stdout + s.stderr).splitlines() if " network calls" in line)
+    calls = int(summary.split(" network calls")[0].rsplit(" ", 1)[-1])
     e = ead("evaluate", str(sdf), "--json")
     if e.returncode != 0:
         raise SystemExit(f"{name}: evaluation failed: {e.stderr.strip().splitlines()[-1:]}")
