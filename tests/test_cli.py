@@ -144,7 +144,7 @@ def test_data_parallel_training_on_two_cpu_processes(trained):
                         "--ckpt-every", "2", "--val-every", "0", "--log-every", "1", "--run-dir", str(run),
                         "--threads", "1", "--quiet"], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.count("trained steps 0 → 2") == 1           # only rank 0 reports
+    assert r.stderr.count("trained steps 0 → 2") == 1           # only rank 0 reports
     rows = (run / "log.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == ["1", "2"]
     assert (run / "model" / "model.safetensors").exists()

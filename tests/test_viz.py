@@ -262,8 +262,8 @@ def test_cli_view_and_errors(model_dir, molecules, tmp_path, capsys):
     mols, bad = molecules
     write_sdf(tmp_path / "m.sdf", mols[:2] + [bad])
     assert main(["view", str(tmp_path / "m.sdf"), "-o", str(tmp_path / "pics")]) == 0
-    out = capsys.readouterr().out
-    assert "drew 3 of 3 molecules (2 valid)" in out
+    captured = capsys.readouterr()
+    assert "drew 3 of 3 molecules (2 valid)" in captured.err and captured.out == ""
     assert (tmp_path / "pics.png").exists() and (tmp_path / "pics.html").exists()
 
     def fails(argv, match):

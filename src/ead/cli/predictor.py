@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 
 from .common import add_threads_flag, default_of, nonneg_int, positive_float, positive_int
 
@@ -48,5 +49,5 @@ def run(args) -> int:
         max_hours=args.max_hours, ckpt_every=args.ckpt_every, val_every=args.val_every, seed=args.seed,
         threads=args.threads, quiet=args.quiet))
     print(f"predictor of {args.property}: {s['step']} steps, test MAE {s['test_mae']:.4g} {s['unit']}; "
-          f"model in {s['model_dir']}")
+          f"model in {s['model_dir']}", file=sys.stderr)
     return 0

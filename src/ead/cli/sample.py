@@ -151,9 +151,11 @@ def run(args) -> int:
     dt = time.time() - t0
     if not args.quiet:
         print(f"wrote {done} molecules to {out} ({schedule.name}, {settings['steps']} steps, "
-              f"{calls} network calls, {model.precision or 'fp32'}, {dt:.1f} s, {done / dt:.2f} mol/s)")
+              f"{calls} network calls, {model.precision or 'fp32'}, {dt:.1f} s, {done / dt:.2f} mol/s)",
+              file=sys.stderr)
         if model.config.dummy:
-            print(f"{empty} of {args.num} molecules came out with every slot absent and were left out")
+            print(f"{empty} of {args.num} molecules came out with every slot absent and were left out",
+                  file=sys.stderr)
     if diverged:   # said even with --quiet: the file holds fewer molecules than asked for
         print(f"warning: {diverged} of {args.num} molecules diverged (coordinates overflowed to inf/NaN) "
               "and were not written; count them as failures when scoring the sample", file=sys.stderr)
@@ -164,7 +166,8 @@ def run(args) -> int:
                                          progress=showing(args.quiet, args.progress))
         if not args.quiet:
             print(f"recorded {len(recorder.trajectories)} trajectories in {args.trajectory}: "
-                  f"{files[0].name}, {len(files) - 1} pictures (molecule_*.gif, molecule_*_times.png)")
+                  f"{files[0].name}, {len(files) - 1} pictures (molecule_*.gif, molecule_*_times.png)",
+                  file=sys.stderr)
     return 0
 
 

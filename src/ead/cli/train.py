@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 from ..errors import EADError
@@ -148,5 +149,5 @@ def run(args) -> int:
         return 0
     print(f"trained steps {s['start_step']} → {s['step']}"
           + (f", loss {s['first_loss']:.4f} → {s['last_loss']:.4f}" if "last_loss" in s else "")
-          + f"; model in {s['model_dir']}")
+          + f"; model in {s['model_dir']}", file=sys.stderr)
     return 0

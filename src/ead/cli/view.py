@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..errors import EADError
@@ -45,5 +46,5 @@ def run(args) -> int:
     if not args.quiet:
         png, page = res["files"]
         print(f"drew {res['shown']} of {res['molecules']} molecules ({res['valid']} valid): {png} and {page}"
-              + (f"; skipped {res['skipped']} unreadable records" if res["skipped"] else ""))
+              + (f"; skipped {res['skipped']} unreadable records" if res["skipped"] else ""), file=sys.stderr)
     return 0
