@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ead.pipeline import write_atomic
+from ead.io import process_alive, write_atomic
 
 # --------------------------------------------------------------------------------- files
 
@@ -102,7 +102,7 @@ def claim_job(target: Path) -> Path | None:
                 pid = int(claim.read_text() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
+            if pid and pid != os.getpid() and process_alive(pid):
                 return None
             claim.unlink(missing_ok=True)   # stale: its worker was killed
             continue
@@ -112,14 +112,6 @@ def claim_job(target: Path) -> Path | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _sample_job(cell, seed, target, models, device, batch_size, cuda_graph, log) -> int:

@@ -67,7 +67,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         return removed
     for p in entries:
         m = _TMP_PID.match(p.name)
-        if not m or _alive(int(m.group(1))):
+        if not m or process_alive(int(m.group(1))):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -77,7 +77,8 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` is running (this process counts as not: its own leftovers are stale)."""
     if pid == os.getpid():
         return False   # ours from an earlier attempt in this process: nobody is writing it
     try:

@@ -95,3 +95,10 @@ def add_threads_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads (default: the CPUs this process may use, less those other "
                         "processes keep busy; one on a loaded machine)")
+
+
+def add_relax_flags(parser, help_text: str) -> None:
+    """--relax mmff|xtb and --relax-workers N, for the verbs that relax molecules (sample, evaluate)."""
+    parser.add_argument("--relax", choices=["mmff", "xtb"], help=help_text)
+    parser.add_argument("--relax-workers", type=positive_int, default=1, metavar="N",
+                        help="processes relaxing molecules in parallel (default 1)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .common import add_threads_flag, positive_int
+from .common import add_relax_flags, add_threads_flag, positive_int
 
 HELP = "score molecules (SDF/XYZ from any generator) by the EDM protocol"
 
@@ -32,13 +32,10 @@ def add(sub):
                         help="GFN2-xTB energy drop and RMSD on N valid molecules (needs tblite, "
                         "scipy; several seconds per molecule)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --energy subsample")
-    parser.add_argument("--relax", choices=["mmff", "xtb"],
-                        help="also relax every molecule (MMFF94 via RDKit, valid molecules only, or "
-                        "GFN2-xTB via tblite) and report the protocol metrics of the raw and the "
-                        "relaxed geometries side by side, over the molecules that relaxed; failures "
-                        "are listed, never fatal")
-    parser.add_argument("--relax-workers", type=positive_int, default=1, metavar="N",
-                        help="processes relaxing molecules in parallel (default 1)")
+    add_relax_flags(parser, "also relax every molecule (MMFF94 via RDKit, valid molecules only, or "
+                    "GFN2-xTB via tblite) and report the protocol metrics of the raw and the relaxed "
+                    "geometries side by side, over the molecules that relaxed; failures are listed, "
+                    "never fatal")
     parser.add_argument("--predictor", metavar="DIR",
                         help="conditional generation: a property predictor (`ead predictor`); each "
                         "record's target is its SD field / XYZ key named after the property (as "

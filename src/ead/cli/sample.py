@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EADError
-from .common import add_config_flags, add_threads_flag, config_values, positive_float, positive_int
+from .common import add_config_flags, add_relax_flags, add_threads_flag, config_values, positive_float, positive_int
 
 
 HELP = "generate molecules as SDF, XYZ or PDB (optionally .gz)"
@@ -34,13 +34,10 @@ def add(sub):
                         "--num-atoms, or the fragment's plus --add, or drawn from p(M) above it")
     p.add_argument("--add", type=positive_int, metavar="K",
                    help="with --fragment: generate K atoms beyond the fragment's")
-    p.add_argument("--relax", choices=["mmff", "xtb"],
-                   help="relax each molecule before writing it: MMFF94 (RDKit; valid molecules only) or "
-                        "GFN2-xTB (needs tblite); the records keep the energy drop and RMSD "
-                        "(ead_relax_energy_drop_kcal_mol, ead_relax_rmsd_angstrom), and a molecule "
-                        "that fails keeps its raw coordinates with ead_relax_error")
-    p.add_argument("--relax-workers", type=positive_int, default=1, metavar="N",
-                   help="processes relaxing molecules in parallel (default 1)")
+    add_relax_flags(p, "relax each molecule before writing it: MMFF94 (RDKit; valid molecules only) or "
+                    "GFN2-xTB (needs tblite); the records keep the energy drop and RMSD "
+                    "(ead_relax_energy_drop_kcal_mol, ead_relax_rmsd_angstrom), and a molecule that "
+                    "fails keeps its raw coordinates with ead_relax_error")
     p.add_argument("--condition", action="append", metavar="NAME=VALUE",
                    help="a conditional model's target property value, e.g. alpha=80 (repeat for "
                         "several); a property not given is drawn per molecule from the training "
