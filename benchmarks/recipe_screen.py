@@ -87,7 +87,7 @@ def run_cell(arm: str, window: int, seed: int, a) -> dict:
     train = ead("train", "--data", "qm9", "--preset", a.preset, "--window", str(window), "--seed", str(seed),
                 "--batch-size", str(a.batch_size), "--max-steps", str(steps), "--threads", "1",
                 "--val-every", "0", "--ckpt-every", "500", "--keep-checkpoints", "1", "--quiet",
-                "--run-dir", str(run_dir), *ARMS[arm])
+                "--run-dir", str(run_dir), *(["--compile"] if a.compile else []), *ARMS[arm])
     if train.returncode != 0:
         raise SystemExit(f"{name}: training failed: {train.stderr.strip().splitlines()[-1:]}")
     log = (run_dir / "log.csv").read_text().splitlines()
@@ -108,6 +108,7 @@ def run_cell(arm: str, window: int, seed: int, a) -> dict:
     card = json.loads((run_dir / "model" / "config.json").read_text()).get("card", {})
     return {"arm": arm, "window": window, "seed": seed, "preset": a.preset, "molecules": steps * a.batch_size,
             "batch_size": a.batch_size, "steps": steps, "options": ARMS[arm], "sampler": sampler,
+            "compiled": a.compile,
             "n": m["num_molecules"], "atom_stability": m["atom_stability"],
             "molecule_stability": m["molecule_stability"], "validity": m["validity"],
             "valid_and_unique": m["valid_and_unique"], "connectivity": m.get("connectivity"),
@@ -183,8 +184,12 @@ def main(argv=None) -> int:
     r.add_argument("--seeds", default="0,1")
     r.add_argument("--windows", default="9,0")
     r.add_argument("--preset", default="tiny")
-    r.add_argument("--molecules", type=int, default=320_000, help="training molecules per cell")
+    r.add_argument("--molecules", type=int, default=1_000_000,
+                   help="training molecules per cell (default 1,000,000: at 320,000 every arm of the "
+                        "tiny preset sat at ~20 %% atom stability and 0 %% molecule stability)")
     r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="train eagerly (default: --compile, 1.21x faster per tiny step, the same model)")
     r.add_argument("--molecules-sampled", type=int, default=1000)
     r.set_defaults(fn=cmd_run)
     q = sub.add_parser("report", help="print the table (mean ± sd over seeds)")
