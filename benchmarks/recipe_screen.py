@@ -91,6 +91,9 @@ def run_cell(arm: str, window: int, seed: int, a) -> dict:
     if train.returncode != 0:
         raise SystemExit(f"{name}: training failed: {train.stderr.strip().splitlines()[-1:]}")
     log = (run_dir / "log.csv").read_text().splitlines()
+    trained = json.loads((run_dir / "model" / "config.json").read_text()).get("card", {}).get("training_steps")
+    if trained != steps:   # stopped early (a signal, --max-hours): resume it on the next run, score nothing
+        raise SystemExit(f"{name}: training stopped at step {trained} of {steps}; run again to continue it")
     train_s = time.time() - t0
     sampler = "synchronous" if window == 0 else "adaptive"
     sdf = run_dir / "samples.sdf"
