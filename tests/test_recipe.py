@@ -77,10 +77,15 @@ def _cfg(tmp_path, **kw):
     return TrainConfig(**base)
 
 
-def test_recipe_run_resumes_exactly(tmp_path):
+def test_recipe_run_resumes_exactly(tmp_path, monkeypatch):
     """A stopped run with every recipe option on continues the same lr curve, times and noise."""
+    from ead.train.loop import RunClock
+
     train(_cfg(tmp_path / "a"))
-    train(_cfg(tmp_path / "b", max_steps=3))
+    keep_going, calls = RunClock.keep_going, []
+    monkeypatch.setattr(RunClock, "keep_going", lambda self: len(calls.append(1) or calls) <= 3 and keep_going(self))
+    assert train(_cfg(tmp_path / "b"))["step"] == 3      # stopped after 3 of 6 steps, as by a signal
+    monkeypatch.undo()
     s = train(_cfg(tmp_path / "b"))
     assert s["start_step"] == 3 and s["step"] == 6 and math.isfinite(s["last_loss"])
     a = load_file(str(Checkpointer(tmp_path / "a" / "run").latest() / "state.safetensors"))
@@ -113,3 +118,11 @@ def test_compiled_training_matches_eager(tmp_path):
     for k in a:
         if k.startswith("model."):
             np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_a_cosine_run_refuses_another_length_on_resume(tmp_path):
+    """max_steps is free to change on resume, except where it shapes the cosine learning rate."""
+    train(_cfg(tmp_path, max_steps=3))
+    with pytest.raises(EADError, match="max-steps 3 → 9"):
+        train(_cfg(tmp_path, max_steps=9))
+    train(_cfg(tmp_path, max_steps=9, lr_schedule="constant", allow_changes=True))   # allowed, recorded

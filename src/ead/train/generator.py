@@ -79,8 +79,10 @@ def setting_changes(cfg: TrainConfig, meta: dict) -> dict:
     now = json.loads(json.dumps(dataclasses.asdict(cfg)))
     default = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
     saved = json.loads(json.dumps(meta["train_config"]))   # tuples as the JSON lists they were
+    # a cosine schedule ends at max_steps: there the run's length is part of its learning-rate curve
+    free = FREE_SETTINGS - ({"max_steps"} if cfg.lr_schedule == "cosine" else set())
     changes = {k: [saved.get(k, default[k]), v] for k, v in now.items()
-               if k not in FREE_SETTINGS and saved.get(k, default[k]) != v}
+               if k not in free and saved.get(k, default[k]) != v}
     if changes and not cfg.allow_changes:
         listed = ", ".join(f"{k.replace('_', '-')} {a} → {b}" for k, (a, b) in changes.items())
         raise EADError(f"{cfg.run_dir} resumes at step {meta['step']} with changed training settings "
