@@ -45,10 +45,11 @@ class FixedAtoms:
         count = z_x.new_zeros(num_molecules).index_add_(0, mol, w.squeeze(-1))
         return total / count.clamp_min(1).unsqueeze(-1)
 
-    def hold(self, z_x, z_h, mol, num_molecules):
+    def hold(self, z_x, z_h, mol, num_molecules, home: torch.Tensor):
         """Put the held atoms back exactly: their features, and their coordinates shifted by
-        where the molecule's re-centring has moved them (a rigid shift of the whole molecule)."""
-        shift = self.centroids(z_x, mol, num_molecules) - self.centroids(self.x, mol, num_molecules)
+        where the molecule's re-centring has moved them (a rigid shift of the whole molecule).
+        `home` = centroids(self.x, …), computed once per trajectory by the caller."""
+        shift = self.centroids(z_x, mol, num_molecules) - home
         m = self.mask.unsqueeze(-1)
         return torch.where(m, self.x + shift[mol], z_x), torch.where(m, self.h, z_h)
 
@@ -85,8 +86,9 @@ def run_sampler(denoiser: Callable, noise: NoiseSchedule, schedule: SamplerSched
     if fixed is not None:
         fixed = fixed.to(device, dtype)
         held = fixed.mask
-        z_x = z_x + fixed.centroids(fixed.x, mol, B)[mol]   # noise around the held atoms
-        z_x, z_h = fixed.hold(z_x, z_h, mol, B)
+        home = fixed.centroids(fixed.x, mol, B)   # the held atoms' centroid, constant
+        z_x = z_x + home[mol]                      # noise around the held atoms
+        z_x, z_h = fixed.hold(z_x, z_h, mol, B, home)
         z_x = remove_mean(z_x, mol, B)
         t = t.masked_fill(held, 0)
     state = SamplingState(t, mol, B, z_x, z_h, held)
@@ -107,7 +109,7 @@ def run_sampler(denoiser: Callable, noise: NoiseSchedule, schedule: SamplerSched
         z_x, z_h = update(noise, state.z_x, state.z_h, eps_x, eps_h, state.t, s, mol, B, generator,
                           noise_scale)
         if held is not None:   # undo float drift: the held atoms move rigidly only
-            z_x, z_h = fixed.hold(z_x, z_h, mol, B)
+            z_x, z_h = fixed.hold(z_x, z_h, mol, B, home)
         schedule.observe(state, z_x, z_h, s)
         state = SamplingState(s, mol, B, z_x, z_h, held)
         if on_step is not None:
@@ -123,7 +125,7 @@ def run_sampler(denoiser: Callable, noise: NoiseSchedule, schedule: SamplerSched
     else:   # back to the caller's frame, the held atoms exactly where they were
         m = held.unsqueeze(-1)
         x = torch.where(m, state.z_x, x)
-        x = x - (fixed.centroids(x, mol, B) - fixed.centroids(fixed.x, mol, B))[mol]
+        x = x - (fixed.centroids(x, mol, B) - home)[mol]
         x, h = torch.where(m, fixed.x, x), torch.where(m, fixed.h, h)
     return SampleResult(x, h[:, :num_types].argmax(-1), num_atoms, calls, h)
 
