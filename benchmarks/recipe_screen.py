@@ -41,6 +41,11 @@ ARMS = {
     "cosine": ["--lr", "3e-4", "--warmup-steps", "250", "--lr-schedule", "cosine"],
     "min-snr": ["--loss-weight", "min-snr"],
     "low-noise-t": ["--time-sampling", "low-noise"],
+    "x0": ["--target", "x0"],
+    "v": ["--target", "v"],
+    "x0-types": ["--target", "x0-types"],
+    "rbf": ["--rbf", "16"],
+    "self-cond": ["--self-condition"],
 }
 
 

@@ -203,7 +203,18 @@ class EAD:
 
     def _network(self):
         """The denoiser call the sampling loop makes: the module itself, or its CUDA-graph /
-        autocast wrapper, built once per setting (chosen once per batch, not per step)."""
+        autocast wrapper, built once per setting (chosen once per batch, not per step); for a
+        model with another target or self-conditioning, wrapped to return ε̂ (a fresh wrapper per
+        call of this method: it holds one trajectory's last estimate)."""
+        net = self._accelerated_network()
+        cfg = self.config
+        if cfg.target == "eps" and not cfg.self_condition:
+            return net
+        from .diffusion.target import EpsilonNetwork
+
+        return EpsilonNetwork(net, self.noise, cfg.target, cfg.self_condition)
+
+    def _accelerated_network(self):
         graph = bool(self.cuda_graph) and self.device.type == "cuda"
         autocast = self.precision
         if not graph and autocast is None:
@@ -318,7 +329,10 @@ class EAD:
                     context = torch.from_numpy(normalise(self.config, part)).to(self.device)
                     context = context.repeat_interleave(chunk, 0)   # per molecule -> per atom
                 held = None if fragment is None else FixedAtoms(*fragment.held_atoms(chunk.cpu(), self.encoder.encode))
-                res = run_sampler(network or self._network(), self.noise, schedule, chunk, self.config.num_features,
+                net = network or self._network()
+                if hasattr(net, "reset"):   # a new trajectory: no estimate carried over
+                    net.reset()
+                res = run_sampler(net, self.noise, schedule, chunk, self.config.num_features,
                                   len(self.config.feature_types), gen, context=context, fixed=held,
                                   on_step=step if (on_step or progress) else None)
                 done += len(chunk)

@@ -15,7 +15,7 @@ HELP = "train EAD (or EDM with --window 0) on QM9 or your molecules"
 def add(sub):
     from ..diffusion.loss import LOSS_WEIGHTS, TIME_SAMPLINGS   # torch: loaded for this verb only
     from ..diffusion.noise import SCHEDULES
-    from ..model.config import PRESETS, SIZE_MODES
+    from ..model.config import PRESETS, SIZE_MODES, TARGETS
     from ..train.config import LR_SCHEDULES, TrainConfig
 
     D = functools.partial(default_of, TrainConfig)   # every default is the config's
@@ -99,13 +99,24 @@ def add(sub):
     p.add_argument("--warmup-steps", type=nonneg_int, default=D("warmup_steps"),
                    help="linear learning-rate warm-up over the first N steps (default 0)")
     p.add_argument("--loss-weight", choices=list(LOSS_WEIGHTS), default=D("loss_weight"),
-                   help="weight of each atom's ε-error over t: uniform (EDM, default) or min-snr "
-                        "(min(SNR, γ)/SNR, Hang et al. 2023)")
+                   help="weight of each atom's error over t: uniform (EDM, default) or min-snr "
+                        "(the clean-data weight SNR capped at γ, Hang et al. 2023; on ε: min(SNR, γ)/SNR)")
     p.add_argument("--min-snr-gamma", type=positive_float, default=D("min_snr_gamma"),
                    help=f"γ of --loss-weight min-snr (default {D('min_snr_gamma')})")
     p.add_argument("--time-sampling", choices=list(TIME_SAMPLINGS), default=D("time_sampling"),
                    help="how each molecule's training time t* is drawn: uniform (EDM, default) or "
                         "low-noise (t* = ⌊(T+1)·u²⌋: more training near the data)")
+    p.add_argument("--target", choices=list(TARGETS), default=D("target"),
+                   help="what the network predicts: eps (the noise, EDM, default), x0 (the clean "
+                        "molecule), v (α·ε − σ·x0) or x0-types (ε for the positions, x0 for the atom "
+                        "types and charges); the loss is the mean squared error of that target")
+    p.add_argument("--rbf", type=nonneg_int, default=D("rbf"), metavar="K",
+                   help="also give every layer K Gaussian radial-basis features of each atom pair's "
+                        "distance (0-10 Å) beside EDM's d² (default 0 = off; e.g. 16)")
+    p.add_argument("--self-condition", action="store_true",
+                   help="self-conditioning: the network also reads its previous estimate of the clean "
+                        "molecule (in training from a first pass without gradient on half the batches; "
+                        "in sampling from the previous call, so sampling costs no extra call)")
     p.add_argument("--fragment-share", type=unit_float, default=D("fragment_share"), metavar="P",
                    help="for a share P of the molecules, hold a random connected set of atoms at t = 0 "
                         "as clean context, left out of the loss, so that growing a fragment "
@@ -137,7 +148,8 @@ def run(args) -> int:
                       tensorboard=args.tensorboard, filter_size=args.filter_size,
                       lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
                       loss_weight=args.loss_weight, min_snr_gamma=args.min_snr_gamma,
-                      time_sampling=args.time_sampling, compile=args.compile,
+                      time_sampling=args.time_sampling, compile=args.compile, target=args.target,
+                      rbf=args.rbf, self_condition=args.self_condition,
                       max_molecule_atoms=args.max_molecule_atoms, allow_changes=args.allow_changes,
                       fragment_share=args.fragment_share,
                       include_charges=None if args.charges is None else args.charges == "on",

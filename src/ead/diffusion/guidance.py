@@ -21,6 +21,12 @@ class Autoguided:
             raise EADError(f"guidance weight must be positive, got {weight}")
         self.main, self.guide, self.weight = main, guide, float(weight)
 
+    def reset(self) -> None:
+        """A new trajectory (networks that remember their last estimate start afresh)."""
+        for net in (self.main, self.guide):
+            if hasattr(net, "reset"):
+                net.reset()
+
     def __call__(self, z_x, z_h, time, mol, num_molecules, edges, context=None):
         mx, mh = self.main(z_x, z_h, time, mol, num_molecules, edges, context)
         gx, gh = self.guide(z_x, z_h, time, mol, num_molecules, edges, context)

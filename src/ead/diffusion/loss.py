@@ -10,6 +10,7 @@ from ..data.elements import ABSENT
 from ..errors import EADError
 from ..model.config import check_window
 from .noise import NoiseSchedule
+from .target import Parameterization, self_cond_input
 
 
 TIME_SAMPLINGS = ("uniform", "low-noise")
@@ -65,15 +66,17 @@ def step_generator(device, seed: int, step: int, rank: int) -> torch.Generator:
 
 
 def loss_weights(noise: NoiseSchedule, t: torch.Tensor, kind: str = "uniform",
-                 gamma: float = 5.0) -> torch.Tensor | None:
-    """Per-atom weights of the ε-loss: None for "uniform" (EDM), or min-SNR-γ (Hang et al. 2023):
-    min(SNR(t), γ)/SNR(t), i.e. the clean-data weight SNR(t) of the ε-loss capped at γ."""
+                 gamma: float = 5.0, target: str = "eps") -> torch.Tensor | None:
+    """Per-atom weights of the squared error of the network's own target: None for "uniform"
+    (EDM: the plain mean), or min-SNR-γ (Hang et al. 2023), which caps the clean-data weight SNR(t)
+    at γ whatever the target: min(SNR, γ)/SNR on ε, min(SNR, γ) on x0, min(SNR, γ)/(SNR + 1) on v."""
     if kind == "uniform":
         return None
     if kind != "min-snr":
         raise EADError(f"unknown loss weight {kind!r}; choose from {', '.join(LOSS_WEIGHTS)}")
     snr = torch.exp(noise.log_snr(t))
-    return torch.clamp(snr, max=gamma) / snr
+    capped = torch.clamp(snr, max=gamma)
+    return {"eps": capped / snr, "x0": capped, "v": capped / (snr + 1)}[target]
 
 
 def held_fragments(batch, share: float, gen: torch.Generator) -> torch.Tensor:
@@ -106,12 +109,16 @@ def held_fragments(batch, share: float, gen: torch.Generator) -> torch.Tensor:
 
 def diffusion_loss(model, noise: NoiseSchedule, window: TrainingWindow, batch, gen,
                    weighting: str = "uniform", gamma: float = 5.0,
-                   fragment_share: float = 0.0) -> torch.Tensor:
-    """Algorithm 1: per-atom times, ε-prediction, mean over atoms and channels (EDM's l2);
-    `weighting` "min-snr" scales each atom's squared error by `loss_weights`.
+                   fragment_share: float = 0.0, target: str = "eps",
+                   self_condition: bool = False) -> torch.Tensor:
+    """Algorithm 1: per-atom times, the network's target (ε for EDM; x0 or v, `target.py`), mean
+    squared error over atoms and channels (EDM's l2); `weighting` "min-snr" scales each atom's
+    squared error by `loss_weights`.
 
     `fragment_share` > 0: in that share of molecules a connected set of atoms (`held_fragments`)
-    is held at t = 0 as clean context, as a fragment is at sampling, and left out of the loss."""
+    is held at t = 0 as clean context, as a fragment is at sampling, and left out of the loss.
+    `self_condition`: for half of the batches (a coin from the step's generator) a first pass
+    without gradient gives the clean estimate the second pass reads; the others read zeros."""
     B = batch.num_molecules
     absent = None
     if window.absent_bias and batch.atomic_numbers is not None:
@@ -121,16 +128,31 @@ def diffusion_loss(model, noise: NoiseSchedule, window: TrainingWindow, batch, g
     if held is not None:
         t = t.masked_fill(held, 0)
     z_x, z_h, eps_x, eps_h = noise.add_noise(batch.x, batch.h, t, batch.mol, B, gen, clean=held)
-    pred_x, pred_h = model(z_x, z_h, t.to(z_x.dtype) / noise.timesteps, batch.mol, B,
-                           batch.edge_index, batch.context)
-    w = loss_weights(noise, t, weighting, gamma)
+    time = t.to(z_x.dtype) / noise.timesteps
+    param = Parameterization(noise, target)
+    extra = {}
+    if self_condition:
+        coin = torch.rand((), generator=gen, device=gen.device)
+        estimate = None
+        if float(coin) < 0.5:
+            with torch.no_grad():
+                out_x, out_h = model(z_x, z_h, time, batch.mol, B, batch.edge_index, batch.context)
+                _, _, x0_x, x0_h = param.outputs(out_x, out_h, z_x, z_h, t, batch.mol, B)
+                estimate = self_cond_input(x0_x, x0_h)
+        extra["self_cond"] = estimate
+    pred_x, pred_h = model(z_x, z_h, time, batch.mol, B, batch.edge_index, batch.context, **extra)
+    goal_x, goal_h = param.training_targets(batch.x, batch.h, eps_x, eps_h, t, batch.mol, B)
+    if param.target_x == "x0":   # the coordinate slot is a displacement from z^x
+        pred_x = z_x + pred_x
+    w_x = loss_weights(noise, t, weighting, gamma, param.target_x)
+    w_h = loss_weights(noise, t, weighting, gamma, param.target_h)
+    if held is None and w_x is None and w_h is None:
+        sq = (pred_x - goal_x).pow(2).sum() + (pred_h - goal_h).pow(2).sum()
+        return sq / (batch.x.shape[0] * (3 + batch.h.shape[1]))
+    err_x, err_h = (pred_x - goal_x).pow(2).sum(-1), (pred_h - goal_h).pow(2).sum(-1)
+    per_atom = (err_x if w_x is None else w_x.to(err_x.dtype) * err_x) + \
+               (err_h if w_h is None else w_h.to(err_h.dtype) * err_h)
     if held is not None:   # the held atoms' ε is not the model's to predict
-        per_atom = (pred_x - eps_x).pow(2).sum(-1) + (pred_h - eps_h).pow(2).sum(-1)
-        keep = (~held).to(per_atom.dtype) * (1.0 if w is None else w.to(per_atom.dtype))
+        keep = (~held).to(per_atom.dtype)
         return (keep * per_atom).sum() / ((~held).sum().clamp_min(1) * (3 + batch.h.shape[1]))
-    if w is None:
-        sq = (pred_x - eps_x).pow(2).sum() + (pred_h - eps_h).pow(2).sum()
-    else:
-        per_atom = (pred_x - eps_x).pow(2).sum(-1) + (pred_h - eps_h).pow(2).sum(-1)
-        sq = (w.to(per_atom.dtype) * per_atom).sum()
-    return sq / (batch.x.shape[0] * (3 + batch.h.shape[1]))
+    return per_atom.sum() / (batch.x.shape[0] * (3 + batch.h.shape[1]))

@@ -159,13 +159,13 @@ def accelerate(denoiser, autocast: str | None = None, compile: bool = False,
         net = torch.compile(denoiser, **({"dynamic": False} | (compile_options or {})))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
 
-    def call(z_x, z_h, time, mol, num_molecules, edges, context=None):
+    def call(z_x, z_h, time, mol, num_molecules, edges, context=None, **extra):
         device_type = z_x.device.type
         # the autocast weight cache must be off under CUDA-graph capture (cached casts would be
         # freed after capture while the graph still points at them)
         with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None,
                             cache_enabled=not cuda_graph):
-            eps_x, eps_h = net(z_x, z_h, time, mol, num_molecules, edges, context)
+            eps_x, eps_h = net(z_x, z_h, time, mol, num_molecules, edges, context, **extra)
         return eps_x.to(z_x.dtype), eps_h.to(z_h.dtype)
 
     if cuda_graph:
@@ -189,9 +189,10 @@ class CudaGraphDenoiser:
         self._key = None
         self._graph = None
 
-    def __call__(self, z_x, z_h, time, mol, num_molecules, edges, context=None):
-        if z_x.device.type != "cuda":
-            return self.fn(z_x, z_h, time, mol, num_molecules, edges, context)
+    def __call__(self, z_x, z_h, time, mol, num_molecules, edges, context=None, **extra):
+        if z_x.device.type != "cuda" or any(v is not None for v in extra.values()):
+            # CPU, or a self-conditioning estimate (not among the captured inputs): eager
+            return self.fn(z_x, z_h, time, mol, num_molecules, edges, context, **extra)
         key = (tuple(z_x.shape), tuple(z_h.shape), z_x.dtype, edges.data_ptr(), tuple(edges.shape),
                mol.data_ptr(), int(num_molecules), None if context is None else tuple(context.shape))
         if key != self._key:

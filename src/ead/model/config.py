@@ -17,6 +17,7 @@ from ..errors import EADError
 from ..io import read_json
 
 SIZE_MODES = ("prior", "dummy")
+TARGETS = ("eps", "x0", "v", "x0-types")
 # EAD's training window C (docs/method.md §4), the one default for training and the asynchronous
 # samplers: per-atom times within ±C of a shared baseline; 0 = EDM.
 DEFAULT_WINDOW = 9
@@ -192,6 +193,10 @@ class ModelConfig:
     coords_range: float = 15.0
     norm_constant: float = 1.0
     normalization_factor: float = 1.0
+    # recipe options that change the network (docs/recipe.md); each default is EDM's
+    target: str = "eps"             # what the network predicts: "eps" (EDM), "x0", "v" or "x0-types"
+    rbf: int = 0                    # > 0: that many radial-basis features of each distance beside d²
+    self_condition: bool = False    # the network also reads its previous clean estimate
     # noise process (docs/method.md §2)
     noise_schedule: str = "polynomial_2"
     timesteps: int = 1000
@@ -224,6 +229,10 @@ class ModelConfig:
         check_window(self.window, self.timesteps)
         if self.layers < 1 or self.hidden < 1:
             raise EADError("layers and hidden must be positive")
+        if self.target not in TARGETS:
+            raise EADError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)}")
+        if not 0 <= self.rbf <= 256:
+            raise EADError(f"rbf must be in [0, 256], got {self.rbf}")
         if self.size_mode not in SIZE_MODES:
             raise EADError(f"unknown size mode {self.size_mode!r}; choose from {', '.join(SIZE_MODES)}")
         if ABSENT in self.atom_types:
@@ -278,6 +287,7 @@ MODEL_RANGES = {
     "hidden": (1, 2**20), "coords_range": (1e-6, 1e6), "norm_constant": (0.0, 1e6),
     "normalization_factor": (1e-6, 1e6), "timesteps": (1, MAX_TIMESTEPS), "noise_precision": (1e-12, 0.1),
     "window": (0, MAX_TIMESTEPS), "max_atoms": (0, MAX_MOLECULE_ATOMS), "absent_bias": (0, MAX_TIMESTEPS),
+    "rbf": (0, 256),
     "context_quantiles": (1, MAX_MOLECULE_ATOMS),
 }
 # config.json around the model config

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+RBF_CUTOFF = 10.0   # Å: the radial basis's last centre (QM9's largest atom pairs are ~10 Å apart)
+
 
 @dataclass
 class SpeedOptions:
@@ -94,17 +96,32 @@ class PairMLP(nn.Module):
         return _silu(self.second(_silu(m, speed)), speed)     # [E, H]
 
 
+def radial_basis(dist2: torch.Tensor, count: int, cutoff: float = RBF_CUTOFF) -> torch.Tensor:
+    """[E, 1] squared distances → [E, count] Gaussians of the distance, centres evenly spaced on
+    [0, cutoff] Å, each as wide as the spacing (a recipe option: EDM feeds the raw d² alone)."""
+    centres = torch.linspace(0.0, cutoff, count, device=dist2.device, dtype=dist2.dtype)
+    gamma = ((count - 1) / cutoff) ** 2
+    return torch.exp(-gamma * (torch.sqrt(dist2 + 1e-8) - centres) ** 2)
+
+
 class EquivariantBlock(nn.Module):
     """One EGNN block: an invariant message-passing layer (attention-gated, sum-aggregated,
-    residual node MLP) followed by an equivariant coordinate update."""
+    residual node MLP) followed by an equivariant coordinate update.
+
+    Edge features: the current d², the input layer's d² (EDM), then `static_features` more computed
+    once per call (radial bases, the self-conditioning estimate's d²), then, with `rbf` > 0, the
+    radial basis of the current distance."""
 
     def __init__(self, hidden: int, coords_range: float, norm_constant: float = 1.0,
-                 normalization_factor: float = 1.0, attention: bool = True, tanh: bool = True):
+                 normalization_factor: float = 1.0, attention: bool = True, tanh: bool = True,
+                 rbf: int = 0, static_features: int = 0):
         super().__init__()
-        self.edge_mlp = PairMLP(hidden, 2)
+        self.rbf = rbf
+        edge_features = 2 + static_features + rbf
+        self.edge_mlp = PairMLP(hidden, edge_features)
         self.attention = nn.Linear(hidden, 1) if attention else None
         self.node_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.coord_mlp = PairMLP(hidden, 2)
+        self.coord_mlp = PairMLP(hidden, edge_features)
         self.coord_out = nn.Linear(hidden, 1, bias=False)
         nn.init.xavier_uniform_(self.coord_out.weight, gain=0.001)  # start near the identity map
         self.coords_range = coords_range
@@ -113,11 +130,13 @@ class EquivariantBlock(nn.Module):
         self.tanh = tanh
 
     def forward(self, h, x, row, col, input_dist2, fused: bool = True, speed: SpeedOptions = PLAIN):
+        """`input_dist2`: [E, 1 + static_features], the features computed once per call."""
         n = h.shape[0]
         diff = _gather(x, row, speed) - _gather(x, col, speed)           # [E, 3]
         dist2 = (diff * diff).sum(-1, keepdim=True)                       # [E, 1]
         unit = diff / (torch.sqrt(dist2 + 1e-8) + self.norm_constant)     # [E, 3]
-        edge_attr = torch.cat([dist2, input_dist2], dim=-1)               # [E, 2]
+        parts = [dist2, input_dist2] + ([radial_basis(dist2, self.rbf)] if self.rbf else [])
+        edge_attr = torch.cat(parts, dim=-1)                              # [E, edge_features]
 
         m = self.edge_mlp(h, row, col, edge_attr, fused, speed)           # [E, H]
         if self.attention is not None:
@@ -138,19 +157,24 @@ class EGNN(nn.Module):
 
     def __init__(self, in_features: int, hidden: int = 256, layers: int = 9, attention: bool = True,
                  tanh: bool = True, coords_range: float = 15.0, norm_constant: float = 1.0,
-                 normalization_factor: float = 1.0, out_features: int | None = None):
+                 normalization_factor: float = 1.0, out_features: int | None = None, rbf: int = 0,
+                 guide_positions: bool = False):
         super().__init__()
+        self.rbf, self.guide_positions = rbf, guide_positions
+        static = rbf + int(guide_positions)   # input-layer radial basis, the guide positions' d²
         self.embedding = nn.Linear(in_features, hidden)
         self.embedding_out = nn.Linear(hidden, out_features or in_features)
         # as EDM: the total coordinate range is shared out over the layers
         self.blocks = nn.ModuleList(
             EquivariantBlock(hidden, coords_range / layers, norm_constant, normalization_factor,
-                             attention, tanh)
+                             attention, tanh, rbf, static)
             for _ in range(layers)
         )
         self.speed = SpeedOptions()
 
-    def forward(self, h, x, edge_index, fused: bool = True):
+    def forward(self, h, x, edge_index, fused: bool = True, guide_x: torch.Tensor | None = None):
+        """`guide_x` ([N, 3], when built with guide_positions): a second set of positions whose
+        pairwise d² enters every layer as an invariant edge feature (self-conditioning's estimate)."""
         speed = self.speed
         row, col = edge_index[0], edge_index[1]
         groups = None
@@ -162,17 +186,27 @@ class EGNN(nn.Module):
         if chunk and h.device.type == "cpu" and not torch.is_grad_enabled() and row.numel() > chunk:
             groups = edge_groups(edge_index, h.shape[0], chunk)
         if groups is None:
-            return self._run(h, x, row, col, fused, speed)
+            return self._run(h, x, row, col, fused, speed, guide_x)
         hs, xs = [], []
         for a, b, s, e in groups:   # node range [a, b) holds exactly the edges [s, e)
-            ho, xo = self._run(h[a:b], x[a:b], row[s:e] - a, col[s:e] - a, fused, speed)
+            ho, xo = self._run(h[a:b], x[a:b], row[s:e] - a, col[s:e] - a, fused, speed,
+                               None if guide_x is None else guide_x[a:b])
             hs.append(ho)
             xs.append(xo)
         return torch.cat(hs), torch.cat(xs)
 
-    def _run(self, h, x, row, col, fused, speed):
+    def _run(self, h, x, row, col, fused, speed, guide_x=None):
         diff = _gather(x, row, speed) - _gather(x, col, speed)
         input_dist2 = (diff * diff).sum(-1, keepdim=True)
+        static = [input_dist2]
+        if self.rbf:
+            static.append(radial_basis(input_dist2, self.rbf))
+        if self.guide_positions:
+            g = guide_x if guide_x is not None else torch.zeros_like(x)
+            gd = _gather(g, row, speed) - _gather(g, col, speed)
+            static.append((gd * gd).sum(-1, keepdim=True))
+        if len(static) > 1:
+            input_dist2 = torch.cat(static, dim=-1)
         h = self.embedding(h)
         for block in self.blocks:
             h, x = block(h, x, row, col, input_dist2, fused, speed)
@@ -219,14 +253,23 @@ class Denoiser(nn.Module):
     Inputs per atom: z^x [N,3] (zero CoM per molecule), z^h [N,F], time t_i/T [N] and optional
     context [N,C]. Output: (ε̂^x [N,3] zero-CoM, ε̂^h [N,F]). The time is an invariant node
     feature *per atom* — EDM feeds one shared t/T; EAD's atoms each carry their own.
+
+    The output is ε̂ for EDM's parameterisation; a model trained with another target (x̂0 or v̂,
+    `diffusion/target.py` converts) returns that target in the same two slots, the coordinate slot
+    as a zero-CoM displacement from z^x. With `self_condition`, the network also reads an earlier
+    estimate of the clean molecule, `self_cond` = (x̂0^x [N,3], x̂0^h [N,F]) or None (zeros):
+    its features as node inputs and its pairwise d² as an edge feature, both invariant.
     """
 
     def __init__(self, num_features: int, context_features: int = 0, hidden: int = 256,
-                 layers: int = 9, **egnn_options):
+                 layers: int = 9, self_condition: bool = False, **egnn_options):
         super().__init__()
         self.num_features = num_features
         self.context_features = context_features
-        self.egnn = EGNN(num_features + 1 + context_features, hidden, layers, **egnn_options)
+        self.self_condition = self_condition
+        extra = num_features if self_condition else 0
+        self.egnn = EGNN(num_features + 1 + context_features + extra, hidden, layers,
+                         guide_positions=self_condition, **egnn_options)
 
     @property
     def speed(self) -> SpeedOptions:
@@ -237,13 +280,20 @@ class Denoiser(nn.Module):
         self.egnn.speed = options
 
     def forward(self, z_x, z_h, time, mol, num_molecules: int, edge_index, context=None,
-                fused: bool = True):
+                fused: bool = True, self_cond=None):
         from ..data.batch import center   # remove_mean without a host sync (same values)
 
         feats = [z_h, time.to(z_h.dtype).unsqueeze(-1)]
         if self.context_features:
             assert context is not None and context.shape[-1] == self.context_features
             feats.append(context.to(z_h.dtype))
-        h_out, x_out = self.egnn(torch.cat(feats, -1), z_x, edge_index, fused)
+        guide_x = None
+        if self.self_condition:
+            if self_cond is None:
+                feats.append(torch.zeros_like(z_h))
+            else:
+                guide_x = self_cond[0].to(z_x.dtype)
+                feats.append(self_cond[1].to(z_h.dtype))
+        h_out, x_out = self.egnn(torch.cat(feats, -1), z_x, edge_index, fused, guide_x)
         eps_x = center(x_out - z_x, mol, num_molecules)
         return eps_x, h_out[:, : self.num_features]

@@ -9,8 +9,8 @@ from ..data.batch import MoleculeSet
 from ..data.properties import context_stats, property_columns, size_quantiles
 from ..diffusion.loss import LOSS_WEIGHTS, TIME_SAMPLINGS
 from ..errors import EADError
-from ..model.config import (DEFAULT_WINDOW, MAX_MOLECULE_ATOMS, PRESETS, SIZE_MODES, ModelConfig, check_window,
-                            training_atoms_limit)
+from ..model.config import (DEFAULT_WINDOW, MAX_MOLECULE_ATOMS, PRESETS, SIZE_MODES, TARGETS, ModelConfig,
+                            check_window, training_atoms_limit)
 from .log import summary_writer
 
 
@@ -70,6 +70,9 @@ class TrainConfig:
     loss_weight: str = "uniform"      # "uniform" (EDM's ε-loss) | "min-snr": min(SNR, γ)/SNR per atom
     min_snr_gamma: float = 5.0        # γ of "min-snr"
     time_sampling: str = "uniform"    # "uniform": t* ~ U{0..T} | "low-noise": t* = ⌊(T+1)·u²⌋
+    target: str = "eps"               # what the network predicts: "eps" (EDM) | "x0" | "v" | "x0-types"
+    rbf: int = 0                      # > 0: radial-basis features of each distance beside d² (e.g. 16)
+    self_condition: bool = False      # the network reads its previous clean estimate (Chen et al. 2022)
     compile: bool = False             # torch.compile the denoiser for training (same numbers, faster step)
     max_molecule_atoms: int | None = None  # skip training molecules of more atoms (counted on stderr);
                                       # None = the preset's limit (model/config.py training_atoms_limit)
@@ -112,7 +115,8 @@ class TrainConfig:
                            size_histogram=data.size_histogram(), preset=self.preset,
                            layers=self.layers or layers, hidden=self.hidden or hidden,
                            noise_schedule=self.noise_schedule, timesteps=self.timesteps,
-                           window=self.window, **context, **self._size_options(data, largest))
+                           window=self.window, target=self.target, rbf=self.rbf,
+                           self_condition=self.self_condition, **context, **self._size_options(data, largest))
 
     def _size_options(self, data: MoleculeSet, largest: int) -> dict:
         if self.size_mode != "dummy":
@@ -151,13 +155,16 @@ class TrainConfig:
             raise EADError("--filter-size must be ≥ 1")
         for name, value, choices in (("lr schedule", cfg.lr_schedule, LR_SCHEDULES),
                                      ("loss weight", cfg.loss_weight, LOSS_WEIGHTS),
-                                     ("time sampling", cfg.time_sampling, TIME_SAMPLINGS)):
+                                     ("time sampling", cfg.time_sampling, TIME_SAMPLINGS),
+                                     ("target", cfg.target, TARGETS)):
             if value not in choices:
                 raise EADError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
         if not 0.0 <= cfg.fragment_share <= 1.0:
             raise EADError(f"--fragment-share must be in [0, 1], got {cfg.fragment_share}")
         if cfg.max_molecule_atoms is not None and not 1 <= cfg.max_molecule_atoms <= MAX_MOLECULE_ATOMS:
             raise EADError(f"--max-molecule-atoms must be in [1, {MAX_MOLECULE_ATOMS}]")
+        if not 0 <= cfg.rbf <= 256:
+            raise EADError(f"--rbf must be in [0, 256], got {cfg.rbf}")
         if cfg.warmup_steps < 0:
             raise EADError("--warmup-steps must be ≥ 0")
         if not cfg.min_snr_gamma > 0 or not math.isfinite(cfg.min_snr_gamma):

@@ -205,7 +205,7 @@ class GeneratorRun:
         for g in self.raw_opt.param_groups:
             g["lr"] = cfg.lr_at(step)
         loss = diffusion_loss(self.model, self.noise, self.window, batch, gen, cfg.loss_weight, cfg.min_snr_gamma,
-                              cfg.fragment_share)
+                              cfg.fragment_share, self.model_cfg.target, self.model_cfg.self_condition)
         self.finite &= torch.isfinite(loss)
         fabric.backward(loss)
         if cfg.clip_grad:
@@ -345,7 +345,8 @@ def validation_loss(model: EAD, valid: MoleculeSet, n: int, seed: int, batch_siz
     total, count = 0.0, 0
     for k, start in enumerate(range(0, len(idx), batch_size)):
         batch = collate(valid, idx[start : start + batch_size], model.encoder, context).to(model.device)
-        loss = diffusion_loss(net, noise, window, batch, step_generator(model.device, seed, k, 999))
+        loss = diffusion_loss(net, noise, window, batch, step_generator(model.device, seed, k, 999),
+                              target=model.config.target, self_condition=model.config.self_condition)
         total += float(loss) * batch.x.shape[0]
         count += batch.x.shape[0]
     return total / max(count, 1)
