@@ -39,6 +39,7 @@ RUNS = ROOT / "training" / "recipe-screen"
 ARMS = {
     "edm": [],
     "cosine": ["--lr", "3e-4", "--warmup-steps", "250", "--lr-schedule", "cosine"],
+    "lr-3e-4": ["--lr", "3e-4", "--warmup-steps", "250"],   # the cosine arm's peak, held: which half helps?
     "min-snr": ["--loss-weight", "min-snr"],
     "low-noise-t": ["--time-sampling", "low-noise"],
     "x0": ["--target", "x0"],
