@@ -45,15 +45,21 @@ class SamplerSchedule:
     `observe(state_before, z_x, z_h, s)` sees each transition (the adaptive schedule uses it)."""
 
     name = "base"
-    OPTIONS = ("steps", "spacing", "update", "eta")   # the SamplerConfig fields it takes
+    # the SamplerConfig fields it takes
+    OPTIONS = ("steps", "spacing", "update", "eta", "corrector_steps", "corrector_snr")
 
-    def __init__(self, noise: NoiseSchedule, *, steps: int | None, spacing: str, update: str, eta: float):
+    def __init__(self, noise: NoiseSchedule, *, steps: int | None, spacing: str, update: str, eta: float,
+                 corrector_steps: int = 0, corrector_snr: float = 0.1):
         self.timesteps = noise.timesteps
         self.steps = steps or noise.timesteps
         self.grid = strided_times(self.timesteps, self.steps, spacing, noise)
         self.spacing = spacing
         self.update, self.eta = update, float(eta)
         self.make_update()   # bad names / values fail here, before any work
+        if corrector_steps < 0 or not 0.0 < corrector_snr <= 1.0:
+            raise EADError("corrector steps must be ≥ 0 and the corrector's snr in (0, 1]")
+        # Langevin corrector steps after each move (the sampling loop applies them: `updates.py`)
+        self.corrector_steps, self.corrector_snr = int(corrector_steps), float(corrector_snr)
 
     def make_update(self) -> UpdateRule:
         """A fresh update rule (how atoms move from t to s) for one trajectory: `updates.py`."""
@@ -72,6 +78,8 @@ class SamplerSchedule:
         out = {"sampler": self.name, "steps": self.steps, "spacing": self.spacing}
         if self.update != "ancestral" or self.eta != 1.0:   # the default stays out of old records
             out.update(update=self.update, **({"eta": self.eta} if self.update == "ancestral" else {}))
+        if self.corrector_steps:
+            out.update(corrector_steps=self.corrector_steps, corrector_snr=self.corrector_snr)
         return out
 
     def _check_t_async(self, t_async: int | None) -> int:
@@ -110,8 +118,9 @@ class ManualAsyncSchedule(SamplerSchedule):
     name = "manual"
     OPTIONS = SamplerSchedule.OPTIONS + ("window", "t_async")
 
-    def __init__(self, noise, *, steps, spacing, window: int, t_async: int | None, update: str, eta: float):
-        super().__init__(noise, steps=steps, spacing=spacing, update=update, eta=eta)
+    def __init__(self, noise, *, steps, spacing, window: int, t_async: int | None, update: str, eta: float,
+                 **corrector):
+        super().__init__(noise, steps=steps, spacing=spacing, update=update, eta=eta, **corrector)
         self.window = int(window)
         # [ours] warm up to T/2 by default: ranking atoms by distance to the centroid only means
         # something once a shape has formed
@@ -181,8 +190,8 @@ class AdaptiveAsyncSchedule(SamplerSchedule):
     OPTIONS = SamplerSchedule.OPTIONS + ("window", "async_ratio", "history", "t_async", "stall_lag")
 
     def __init__(self, noise, *, steps, spacing, window: int, async_ratio: float, history: int,
-                 t_async: int | None, update: str, eta: float, stall_lag: int | None):
-        super().__init__(noise, steps=steps, spacing=spacing, update=update, eta=eta)
+                 t_async: int | None, update: str, eta: float, stall_lag: int | None, **corrector):
+        super().__init__(noise, steps=steps, spacing=spacing, update=update, eta=eta, **corrector)
         # [ours, for strided grids] how far a stalled atom falls behind per iteration, in time units.
         # 0 = it stops (the paper's rule): on a grid with stride k it then falls k behind, so at 100
         # steps two stalls exhaust the 2C = 18 window that one-unit lags fill slowly at 1000 steps.
@@ -345,6 +354,12 @@ class SamplerConfig:
         "model's (the shipped qm9: sde-dpm2m; trained models: ancestral)", "choice", choices=UPDATES)
     eta: float = _option(1.0, "ancestral: share of the fresh noise per step, 1 = EDM (default), 0 = DDIM",
                          "unit_float")
+    corrector_steps: int = _option(
+        0, "Langevin corrector steps after each move (predictor-corrector, Song et al. 2021), one "
+        "network call each; 0 = none (default). Count the calls: --steps 50 --corrector-steps 1 "
+        "makes about as many as --steps 100", "nonneg_int")
+    corrector_snr: float = _option(0.1, "corrector: signal-to-noise ratio r of a Langevin step "
+                                   "(step size 2·r²·σ² per atom)", "unit_float")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

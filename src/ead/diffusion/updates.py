@@ -134,3 +134,19 @@ def make_update(name: str = "ancestral", eta: float = 1.0) -> UpdateRule:
 
 def _randn(x: torch.Tensor, generator) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def langevin_step(noise: NoiseSchedule, z_x, z_h, eps_x, eps_h, s, mol, num_molecules, snr: float,
+                  active: torch.Tensor, generator=None, noise_scale: float = 1.0):
+    """One Langevin corrector step at the atoms' current times s (Song et al. 2021's corrector for
+    the variance-preserving process): with the score −ε̂/σ and step δ_i = 2·(r·σ_i)² per atom,
+    z ← z − 2r²σ_i·ε̂ + 2r·σ_i·η. A per-atom step is a diagonal preconditioner, which leaves the
+    same distribution stationary. Atoms not `active` ([N] bool: at t = 0, or held) do not move;
+    coordinates are re-centred per molecule."""
+    sigma = noise.sigma(s).to(z_x.dtype).unsqueeze(-1) * active.to(z_x.dtype).unsqueeze(-1)
+    drift, spread = 2.0 * snr * snr * sigma, 2.0 * snr * sigma * noise_scale
+    eta_x = center(torch.randn(z_x.shape, generator=generator, device=z_x.device, dtype=z_x.dtype),
+                   mol, num_molecules)
+    eta_h = torch.randn(z_h.shape, generator=generator, device=z_h.device, dtype=z_h.dtype)
+    new_x = center(z_x - drift * eps_x + spread * eta_x, mol, num_molecules)
+    return new_x, z_h - drift * eps_h + spread * eta_h
