@@ -126,7 +126,7 @@ def _cfg(tmp_path, **kw):
 @pytest.mark.parametrize("options", [dict(target="x0"), dict(target="v", loss_weight="min-snr"),
                                      dict(target="x0-types"), dict(rbf=8),
                                      dict(self_condition=True, target="x0")])
-def test_each_option_trains_saves_and_samples(tmp_path, options):
+def test_each_option_trains_saves_and_samples(tmp_path, options, capsys):
     s = train(_cfg(tmp_path, **options))
     assert s["step"] == 6 and math.isfinite(s["last_loss"])
     model = EAD.from_pretrained(tmp_path / "run" / "model")
@@ -135,6 +135,11 @@ def test_each_option_trains_saves_and_samples(tmp_path, options):
             assert getattr(model.config, k) == v
     mols, info = model.sample_arrays(4, steps=5, seed=0)
     assert len(mols) == 4 and all(torch.isfinite(torch.as_tensor(p)).all() for p, _ in mols)
+    from ead.cli import main
+
+    assert main(["info", "--model", str(tmp_path / "run" / "model")]) == 0
+    shown = capsys.readouterr().out
+    assert "network:" in shown and "docs/recipe.md" in shown     # every case changes the network
 
 
 def test_options_change_the_training_and_resume_exactly(tmp_path, monkeypatch):

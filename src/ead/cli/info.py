@@ -37,6 +37,11 @@ def run(args) -> int:
               f"{m.get('window')}, T={m.get('timesteps')}, sampler defaults {meta.get('sampler_defaults')}")
         if m.get("context"):
             print(f"    conditioned on: {', '.join(m['context'])} (ead sample --condition NAME=VALUE)")
+        recipe = [f"predicts {m['target']}" if m.get("target", "eps") != "eps" else "",
+                  f"{m['rbf']} radial-basis distance features" if m.get("rbf") else "",
+                  "self-conditioned" if m.get("self_condition") else ""]
+        if any(recipe):
+            print(f"    network: {', '.join(r for r in recipe if r)} (docs/recipe.md)")
         if m.get("size_mode") == "dummy":
             print(f"    sizes: dummy atoms, {m.get('max_atoms')} slots per molecule, absent atoms' "
                   f"training times +{m.get('absent_bias')}")
