@@ -47,6 +47,8 @@ ARMS = {
     "x0-types": ["--target", "x0-types"],
     "rbf": ["--rbf", "16"],
     "self-cond": ["--self-condition"],
+    # the two leaders at seed 0 together
+    "x0-cosine": ["--target", "x0", "--lr", "3e-4", "--warmup-steps", "250", "--lr-schedule", "cosine"],
 }
 
 

@@ -228,3 +228,23 @@ def test_size_stats_against_p_m():
     assert s["tv_distance"] == 0.0 and s["mean"] == s["reference_mean"] == 3.5
     s = dummy_atoms.size_stats(np.array([5, 5]), {3: 1, 4: 1})
     assert s["tv_distance"] == 1.0 and s["histogram"] == {5: 2}
+
+
+def test_corrector_report_pools_seeds_against_the_default(tmp_path, micro_model, capsys):
+    import corrector
+
+    cells = [{"label": "default", "model": micro_model, "sampler": "adaptive", "n": 4, "seeds": [0, 1],
+              "options": {"steps": 4}},
+             {"label": "pc50-anc-r0.3", "model": micro_model, "sampler": "adaptive", "n": 4, "seeds": [0],
+              "options": {"steps": 2, "update": "ancestral", "corrector_steps": 1, "corrector_snr": 0.3}}]
+    assert sample_grid.sample_cells(cells, tmp_path, device="cpu", log=lambda m: None) == 3
+    res = sample_grid.evaluate_cells(tmp_path, reference=None, log=lambda m: None)
+    assert res["pc50-anc-r0.3"]["runs"][0]["settings"]["corrector_steps"] == 1
+    doc = tmp_path / "doc.md"
+    doc.write_text("x\n<!-- corrector-table:begin -->\nold\n<!-- corrector-table:end -->\ny\n")
+    assert corrector.main(["report", str(tmp_path), "--update-doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "| default | --steps 4 | 0,1 | 8 |" in text and "--corrector-steps 1" in text and "old" not in text
+    fake = {"default": {"runs": [{"n": 1000, "molecule_stability": 0.5}]},
+            "x": {"runs": [{"n": 1000, "molecule_stability": 0.56}]}}
+    assert corrector.difference(fake["default"], fake["x"]) == "+6.0 [+1.6, +10.4]"

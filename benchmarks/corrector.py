@@ -1,0 +1,84 @@
+"""A Langevin corrector on the shipped QM9 model, at the same number of network calls as the default.
+
+The default samples with the adaptive sampler at 100 steps (`sde-dpm2m`, ~104 calls). A
+predictor-corrector cell takes 50 steps and one corrector step after each move (~102 calls).
+Cells are sampled by `sample_grid.py` (float32, one thread) and scored here: per cell the mean ±
+sd over seeds, and the pooled molecule-stability difference against the default with its 95 %
+interval (two proportions, normal approximation).
+
+    python benchmarks/corrector.py cells > cells.json          # the cells below, seeds 0-3
+    python benchmarks/sample_grid.py sample cells.json --out corrector/ --threads 1
+    python benchmarks/corrector.py report corrector/ --json benchmarks/results/corrector/metrics.json \\
+        --update-doc docs/autoguidance.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sample_grid import add_report_options, evaluated_report, pct  # noqa: E402
+
+BLOCK = "corrector-table"
+# label -> (sampler options over the model's defaults, seeds); every cell samples 1,000 molecules per seed
+CELLS = {
+    "default": ({}, [0, 1, 2, 3]),
+    "pc50-anc-r0.3": ({"steps": 50, "update": "ancestral", "corrector_steps": 1, "corrector_snr": 0.3}, [0, 1, 2, 3]),
+    "pc50-anc-r0.5": ({"steps": 50, "update": "ancestral", "corrector_steps": 1, "corrector_snr": 0.5}, [0]),
+    "pc50-dpm-r0.1": ({"steps": 50, "corrector_steps": 1, "corrector_snr": 0.1}, [0]),
+}
+
+
+def cells() -> list[dict]:
+    return [{"label": k, "model": "qm9", "sampler": "adaptive", "n": 1000, "seeds": seeds, "options": opts}
+            for k, (opts, seeds) in CELLS.items()]
+
+
+def difference(a: dict, b: dict, key: str = "molecule_stability") -> str:
+    """Pooled b − a with its 95 % interval, in points."""
+    def pooled(e):
+        n = sum(r["n"] for r in e["runs"])
+        return sum(r[key] * r["n"] for r in e["runs"]) / n, n
+    (p, n), (q, m) = pooled(a), pooled(b)
+    se = math.sqrt(p * (1 - p) / n + q * (1 - q) / m)
+    d = q - p
+    return f"{100 * d:+.1f} [{100 * (d - 1.96 * se):+.1f}, {100 * (d + 1.96 * se):+.1f}]"
+
+
+def render(res: dict) -> str:
+    base = res.get("default")
+    lines = ["| cell | options | seeds | molecules | calls | atom stab. | mol. stab. | Δ mol. stab. vs default [95 %] | "
+             "valid | V×U | novelty |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label in sorted(res, key=lambda k: list(CELLS).index(k) if k in CELLS else 99):
+        e = res[label]
+        m, sd = e["mean"], e["sd"]
+        opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in e["cell"]["options"].items()) or "(defaults)"
+        diff = "–" if base is None or label == "default" else difference(base, e)
+        lines.append(f"| {label} | {opts} | {','.join(str(r['seed']) for r in sorted(e['runs'], key=lambda r: r['seed']))} | "
+                     f"{e['molecules']} | {m['network_calls']:.0f} | {pct(m['atom_stability'], sd['atom_stability'])} | "
+                     f"{pct(m['molecule_stability'], sd['molecule_stability'])} | {diff} | "
+                     f"{pct(m['validity'], sd['validity'])} | {pct(m['valid_and_unique'], sd['valid_and_unique'])} | "
+                     f"{pct(m['novelty'], sd['novelty'])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("cells", help="print the cell list for sample_grid.py")
+    r = sub.add_parser("report", help="evaluate sampled cells and print the table")
+    r.add_argument("folder")
+    add_report_options(r, BLOCK)
+    a = p.parse_args(argv)
+    if a.cmd == "cells":
+        print(json.dumps(cells(), indent=1))
+        return 0
+    return evaluated_report(a.folder, tuple(CELLS), render, a.json, a.update_doc, a.block)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
