@@ -338,7 +338,7 @@ class SamplerConfig:
 
     sampler: str = _option("adaptive", " | ".join(SAMPLERS), "choice", choices=tuple(SAMPLERS))
     steps: int | None = _option(None, "network steps (≤ T; fewer = strided); default: the model's (the "
-                                "shipped qm9: 100; trained models: T)", "positive_int")
+                                "shipped qm9: 50, with a corrector step after each; trained models: T)", "positive_int")
     spacing: str = _option("uniform", "how strided steps are spread", "choice", choices=SPACINGS)
     window: int | None = _option(None, "asynchrony window C (default: the model's)", "nonneg_int")
     async_ratio: float = _option(0.8, "adaptive: fraction λ of atoms advanced", "fraction")
@@ -351,15 +351,15 @@ class SamplerConfig:
     update: str = _option(
         "ancestral", "how atoms move from t to s: ancestral (EDM's step; --eta < 1 = DDIM), sde-dpm2m "
         "(DPM-Solver++(2M) SDE: the few-step rule) or dpm2m (its deterministic ODE form); default: the "
-        "model's (the shipped qm9: sde-dpm2m; trained models: ancestral)", "choice", choices=UPDATES)
+        "model's (ancestral, for the shipped qm9 and trained models)", "choice", choices=UPDATES)
     eta: float = _option(1.0, "ancestral: share of the fresh noise per step, 1 = EDM (default), 0 = DDIM",
                          "unit_float")
     corrector_steps: int = _option(
         0, "Langevin corrector steps after each move (predictor-corrector, Song et al. 2021), one "
-        "network call each; 0 = none (default). Count the calls: --steps 50 --corrector-steps 1 "
-        "makes about as many as --steps 100", "nonneg_int")
+        "network call each; default: the model's (the shipped qm9: 1; trained models: 0). Count the "
+        "calls: --steps 50 --corrector-steps 1 makes about as many as --steps 100", "nonneg_int")
     corrector_snr: float = _option(0.1, "corrector: signal-to-noise ratio r of a Langevin step "
-                                   "(step size 2·r²·σ² per atom)", "unit_float")
+                                   "(step size 2·r²·σ² per atom; the shipped qm9: 0.5)", "unit_float")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
