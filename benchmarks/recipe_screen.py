@@ -47,6 +47,7 @@ ARMS = {
     "x0-types": ["--target", "x0-types"],
     "rbf": ["--rbf", "16"],
     "self-cond": ["--self-condition"],
+    "x0-self-cond": ["--target", "x0", "--self-condition"],   # a bounded estimate to condition on
     # the two leaders at seed 0 together
     "x0-cosine": ["--target", "x0", "--lr", "3e-4", "--warmup-steps", "250", "--lr-schedule", "cosine"],
 }
