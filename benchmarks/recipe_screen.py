@@ -48,9 +48,8 @@ ARMS = {
     "rbf": ["--rbf", "16"],
     "self-cond": ["--self-condition"],
     "x0-self-cond": ["--target", "x0", "--self-condition"],   # a bounded estimate to condition on
-    # the two leaders at seed 0 together
-    "x0-cosine": ["--target", "x0", "--lr", "3e-4", "--warmup-steps", "250", "--lr-schedule", "cosine"],
 }
+ARMS["x0-cosine"] = ARMS["x0"] + ARMS["cosine"]   # the two leaders at seed 0 together
 
 
 def cell_name(arm: str, window: int, seed: int, preset: str, molecules: int) -> str:

@@ -109,18 +109,18 @@ def run_sampler(denoiser: Callable, noise: NoiseSchedule, schedule: SamplerSched
         calls += 1
         z_x, z_h = update(noise, state.z_x, state.z_h, eps_x, eps_h, state.t, s, mol, B, generator,
                           noise_scale)
+        if held is not None:   # undo float drift: the held atoms move rigidly only
+            z_x, z_h = fixed.hold(z_x, z_h, mol, B, home)
         if schedule.corrector_steps and bool((s > 0).any()):
             active = s > 0 if held is None else (s > 0) & ~held
             time = s.to(dtype) / T
             for _ in range(schedule.corrector_steps):
-                if held is not None:
-                    z_x, z_h = fixed.hold(z_x, z_h, mol, B, home)
                 cx, ch = denoiser(z_x, z_h, time, mol, B, edges, context)
                 calls += 1
                 z_x, z_h = langevin_step(noise, z_x, z_h, cx, ch, s, mol, B, schedule.corrector_snr,
                                          active, generator, noise_scale)
-        if held is not None:   # undo float drift: the held atoms move rigidly only
-            z_x, z_h = fixed.hold(z_x, z_h, mol, B, home)
+                if held is not None:
+                    z_x, z_h = fixed.hold(z_x, z_h, mol, B, home)
         schedule.observe(state, z_x, z_h, s)
         state = SamplingState(s, mol, B, z_x, z_h, held)
         if on_step is not None:

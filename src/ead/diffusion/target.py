@@ -70,7 +70,9 @@ class Parameterization:
         alpha, sigma = self.coefficients(t, x.dtype)
 
         def goal(kind, data, eps):
-            return {"eps": eps, "x0": data}.get(kind) if kind != "v" else alpha * eps - sigma * data
+            if kind == "eps":
+                return eps
+            return data if kind == "x0" else alpha * eps - sigma * data
         goal_x = goal(self.target_x, x, eps_x)   # ε^x and x are zero-CoM; v^x (per-atom α, σ) is not
         if self.target_x == "v":
             goal_x = center(goal_x, mol, num_molecules)

@@ -10,7 +10,8 @@ from .egnn import Denoiser
 
 def build_denoiser(cfg: ModelConfig) -> Denoiser:
     return Denoiser(cfg.num_features, len(cfg.context), cfg.hidden, cfg.layers,
-                    self_condition=cfg.self_condition, rbf=cfg.rbf, attention=cfg.attention, tanh=cfg.tanh, coords_range=cfg.coords_range,
+                    self_condition=cfg.self_condition, rbf=cfg.rbf, attention=cfg.attention,
+                    tanh=cfg.tanh, coords_range=cfg.coords_range,
                     norm_constant=cfg.norm_constant, normalization_factor=cfg.normalization_factor)
 
 

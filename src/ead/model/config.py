@@ -23,6 +23,15 @@ TARGETS = ("eps", "x0", "v", "x0-types")
 DEFAULT_WINDOW = 9
 
 
+def check_network_options(target: str, rbf: int) -> None:
+    """The recipe options that change the network (docs/recipe.md): checked here for the model
+    config and, before any data loads, for a training run."""
+    if target not in TARGETS:
+        raise EADError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    if not 0 <= rbf <= 256:
+        raise EADError(f"rbf must be in [0, 256], got {rbf}")
+
+
 def check_window(window: int, timesteps: int) -> None:
     """The window C must leave room for the baseline: 0 ≤ C ≤ T/2."""
     if window < 0 or 2 * window > timesteps:
@@ -229,10 +238,7 @@ class ModelConfig:
         check_window(self.window, self.timesteps)
         if self.layers < 1 or self.hidden < 1:
             raise EADError("layers and hidden must be positive")
-        if self.target not in TARGETS:
-            raise EADError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)}")
-        if not 0 <= self.rbf <= 256:
-            raise EADError(f"rbf must be in [0, 256], got {self.rbf}")
+        check_network_options(self.target, self.rbf)
         if self.size_mode not in SIZE_MODES:
             raise EADError(f"unknown size mode {self.size_mode!r}; choose from {', '.join(SIZE_MODES)}")
         if ABSENT in self.atom_types:

@@ -201,10 +201,12 @@ class EGNN(nn.Module):
         static = [input_dist2]
         if self.rbf:
             static.append(radial_basis(input_dist2, self.rbf))
-        if self.guide_positions:
-            g = guide_x if guide_x is not None else torch.zeros_like(x)
-            gd = _gather(g, row, speed) - _gather(g, col, speed)
-            static.append((gd * gd).sum(-1, keepdim=True))
+        if self.guide_positions:   # no estimate yet: its d² is 0
+            if guide_x is None:
+                static.append(torch.zeros_like(input_dist2))
+            else:
+                gd = _gather(guide_x, row, speed) - _gather(guide_x, col, speed)
+                static.append((gd * gd).sum(-1, keepdim=True))
         if len(static) > 1:
             input_dist2 = torch.cat(static, dim=-1)
         h = self.embedding(h)

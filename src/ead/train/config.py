@@ -9,8 +9,8 @@ from ..data.batch import MoleculeSet
 from ..data.properties import context_stats, property_columns, size_quantiles
 from ..diffusion.loss import LOSS_WEIGHTS, TIME_SAMPLINGS
 from ..errors import EADError
-from ..model.config import (DEFAULT_WINDOW, MAX_MOLECULE_ATOMS, PRESETS, SIZE_MODES, TARGETS, ModelConfig,
-                            check_window, training_atoms_limit)
+from ..model.config import (DEFAULT_WINDOW, MAX_MOLECULE_ATOMS, PRESETS, SIZE_MODES, ModelConfig,
+                            check_network_options, check_window, training_atoms_limit)
 from .log import summary_writer
 
 
@@ -155,16 +155,14 @@ class TrainConfig:
             raise EADError("--filter-size must be ≥ 1")
         for name, value, choices in (("lr schedule", cfg.lr_schedule, LR_SCHEDULES),
                                      ("loss weight", cfg.loss_weight, LOSS_WEIGHTS),
-                                     ("time sampling", cfg.time_sampling, TIME_SAMPLINGS),
-                                     ("target", cfg.target, TARGETS)):
+                                     ("time sampling", cfg.time_sampling, TIME_SAMPLINGS)):
             if value not in choices:
                 raise EADError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
         if not 0.0 <= cfg.fragment_share <= 1.0:
             raise EADError(f"--fragment-share must be in [0, 1], got {cfg.fragment_share}")
         if cfg.max_molecule_atoms is not None and not 1 <= cfg.max_molecule_atoms <= MAX_MOLECULE_ATOMS:
             raise EADError(f"--max-molecule-atoms must be in [1, {MAX_MOLECULE_ATOMS}]")
-        if not 0 <= cfg.rbf <= 256:
-            raise EADError(f"--rbf must be in [0, 256], got {cfg.rbf}")
+        check_network_options(cfg.target, cfg.rbf)
         if cfg.warmup_steps < 0:
             raise EADError("--warmup-steps must be ≥ 0")
         if not cfg.min_snr_gamma > 0 or not math.isfinite(cfg.min_snr_gamma):
