@@ -5,10 +5,10 @@
 #   bash scripts/ship_model.sh [RUN_DIR | MODEL_DIR]   (default: the run being trained on,
 #   named in training/current_run; a run folder's model/ is re-exported at every checkpoint, so copy it
 #   aside first when training is running and pass the copy)
-# Default sampler: the paper's adaptive sampler (λ = 0.8, w = 2) in the few-step setting, 100 network
-# calls with the DPM-Solver++(2M) SDE update and stall lag 1 — the same card quality as 1000 ancestral
-# steps at a tenth of the calls (docs/steps_sweep.md). The paper's setting, per command:
-#   ead sample --steps 1000 --update ancestral --stall-lag 0
+# The sampler defaults stay those of the model shipped now (its config.json's sampler_defaults, the
+# one source of truth, changed only on a measured win: docs/autoguidance.md and docs/model-card.md).
+# The paper's setting, per command:
+#   ead sample --steps 1000 --update ancestral --stall-lag 0 --corrector-steps 0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${1:-$(cat training/current_run)}"
@@ -21,8 +21,7 @@ if (src / "checkpoints" / "latest").exists() and not (src / "model" / "config.js
     from ead.train import export_checkpoint   # a run folder whose model/ was not kept: export it
     export_checkpoint(src, src / "model")
 m = EAD.from_pretrained(src / "model" if (src / "model").is_dir() else src)
-m.sampler_defaults = {"sampler": "adaptive", "steps": 100, "spacing": "uniform", "update": "sde-dpm2m",
-                      "async_ratio": 0.8, "history": 2, "stall_lag": 1}
+m.sampler_defaults = EAD.from_pretrained("src/ead/pretrained/qm9").sampler_defaults
 m.save_pretrained("src/ead/pretrained/qm9")
 print("shipped", m.card)
 PY
