@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -223,6 +224,19 @@ def evaluated_report(folder, prefixes: tuple, render, json_path=None, doc=None, 
     if doc:
         replace_between(doc, *markers(block), text)
     return 0
+
+
+def difference(a: dict, b: dict, key: str = "molecule_stability", seeds=None) -> str:
+    """Pooled b − a of a per-molecule share between two evaluated cells, with its 95 % interval
+    (two proportions, normal approximation), in points; over `seeds` only when given."""
+    def pooled(e):
+        runs = [r for r in e["runs"] if seeds is None or r["seed"] in seeds]
+        n = sum(r["n"] for r in runs)
+        return sum(r[key] * r["n"] for r in runs) / n, n
+    (p, n), (q, m) = pooled(a), pooled(b)
+    se = math.sqrt(p * (1 - p) / n + q * (1 - q) / m)
+    d = q - p
+    return f"{100 * d:+.1f} [{100 * (d - 1.96 * se):+.1f}, {100 * (d + 1.96 * se):+.1f}]"
 
 
 def pct(mean: float | None, sd: float | None = None) -> str:

@@ -1,0 +1,80 @@
+"""The shipped lineage with its learning rate decayed to zero, against the weights shipped before.
+
+The lineage trained at a constant learning rate; its EMA validation loss had gone flat (0.13033 at
+lr 5e-5). A cooldown stretch continues it with `--lr-schedule cosine` from 5e-5 to 0 over
+--max-steps, the decay the recipe screen's leading arm ends with (docs/recipe.md). Both models are
+sampled with the default sampler (adaptive, 32 ancestral moves, two corrector steps each at
+r = 0.5; 98 calls) on seeds 1 and 2, chosen before sampling, 1,000 molecules per seed; the earlier
+weights' cells are corrector.py's `pc32-anc-2x-r0.5` (the same sampler and seeds), so both sets of
+cells live in one folder:
+
+    ead train --data qm9 --preset small --window 9 --lr 5e-5 --lr-schedule cosine --max-steps 7000 \\
+        --batch-size 64 --init-from training/qm9-small-c9-cpu11 --keep-checkpoints 1 --threads 1 \\
+        --run-dir training/qm9-small-c9-cpu12
+    python benchmarks/cooldown.py cells > cells.json
+    python benchmarks/sample_grid.py sample cells.json --out corrector/ --threads 1
+    python benchmarks/cooldown.py report corrector/ --json benchmarks/results/cooldown/metrics.json \\
+        --update-doc docs/model-card.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corrector import CELLS as CORRECTOR_CELLS  # noqa: E402
+from sample_grid import add_report_options, difference, evaluated_report, pct  # noqa: E402
+
+BLOCK = "cooldown-table"
+BASE = "pc32-anc-2x-r0.5"          # corrector.py's cell: the weights shipped before, the default sampler
+MODEL = "training/qm9-small-c9-cpu12/model"
+SEEDS = [1, 2]
+LABEL = "cooldown"
+
+
+def cells() -> list[dict]:
+    options = CORRECTOR_CELLS[BASE][0]
+    return [{"label": LABEL, "model": MODEL, "sampler": "adaptive", "n": 1000, "seeds": SEEDS, "options": options}]
+
+
+def render(res: dict) -> str:
+    base = res.get(BASE)
+    lines = ["| weights | seeds | molecules | calls | atom stab. | mol. stab. | Δ mol. stab. [95 %] | valid | "
+             "Δ valid [95 %] | V×U | novelty | connected |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, name in ((BASE, "shipped before (gpu5 EMA)"), (LABEL, "after the cooldown (cpu12 EMA)")):
+        e = res.get(label)
+        if e is None:
+            continue
+        runs = [r for r in e["runs"] if r["seed"] in SEEDS]
+        n = sum(r["n"] for r in runs)
+        mean = {k: sum(r[k] * r["n"] for r in runs) / n for k in
+                ("atom_stability", "molecule_stability", "validity", "valid_and_unique", "novelty", "connectivity")}
+        calls = sum(r["network_calls"] for r in runs) / len(runs)
+        other = label != BASE and base is not None
+        lines.append(f"| {name} | {','.join(str(r['seed']) for r in runs)} | {n} | {calls:.0f} | "
+                     f"{pct(mean['atom_stability'])} | {pct(mean['molecule_stability'])} | "
+                     f"{difference(base, e, seeds=SEEDS) if other else '–'} | {pct(mean['validity'])} | "
+                     f"{difference(base, e, 'validity', seeds=SEEDS) if other else '–'} | "
+                     f"{pct(mean['valid_and_unique'])} | {pct(mean['novelty'])} | {pct(mean['connectivity'])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("cells", help="print the cell list for sample_grid.py")
+    r = sub.add_parser("report", help="evaluate the two models' cells and print the table")
+    r.add_argument("folder")
+    add_report_options(r, BLOCK)
+    a = p.parse_args(argv)
+    if a.cmd == "cells":
+        print(json.dumps(cells(), indent=1))
+        return 0
+    return evaluated_report(a.folder, (BASE, LABEL), render, a.json, a.update_doc, a.block)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
