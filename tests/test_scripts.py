@@ -131,3 +131,36 @@ def test_gpu_bring_back_joins_the_parts_and_points_current_run_at_the_run(tmp_pa
                                                                      "qm9-small-c9-gpu5"]   # no temp left
     with pytest.raises(SystemExit, match="exists already"):
         gpu_bring_back.bring_back(files_at, run, root)
+
+
+def test_finish_run_records_a_run_and_takes_a_finished_one_out_of_the_tree(tmp_path):
+    """scripts/finish_run.py: the row comes from the run's own files; a finished run keeps only its log."""
+    import finish_run
+
+    from ead.train import TrainConfig, train
+
+    root = tmp_path / "repo"
+    (root / "training").mkdir(parents=True)
+    (root / "training" / "runs.json").write_text(json.dumps([{"run": "older", "role": "x"}]))
+    first, second = root / "training" / "a", root / "training" / "b"
+    train(TrainConfig(run_dir=str(first), preset="micro", limit_molecules=8, batch_size=8, max_steps=4,
+                      ckpt_every=2, val_every=2, val_molecules=8, quiet=True, threads=1))
+    train(TrainConfig(run_dir=str(second), preset="micro", limit_molecules=8, batch_size=8, max_steps=2,
+                      ckpt_every=2, val_every=0, quiet=True, threads=1, init_from=str(first)))
+    finish_run.record(second, "head of the lineage", head=True, root=root)
+    finish_run.record(first, "earlier stretch", head=False, root=root)
+    table = {e["run"]: e for e in json.loads((root / "training" / "runs.json").read_text())}
+    assert list(table) == ["older", "b", "a"]
+    a, b = table["a"], table["b"]
+    assert (a["steps"], a["batch_size"], a["epochs"], a["final_val_step"]) == (4, 8, 0.0, 4)
+    assert a["final_val_loss"] > 0 and a["status"] == "finished" and a["log"] == "training/logs/a.csv"
+    assert not first.exists() and (root / "training" / "logs" / "a.csv").read_text().startswith("step,")
+    assert b["init_from"] == {"run": "a", "step": 4} and b["final_val_loss"] is None
+    assert second.is_dir() and "training/b/checkpoints/" in b["status"] and b["log"] == "training/b/log.csv"
+    assert b["config"]["init_from"] == str(first)
+    # recording again replaces the row in place
+    finish_run.record(second, "head, again", head=True, root=root)
+    table = json.loads((root / "training" / "runs.json").read_text())
+    assert [e["run"] for e in table] == ["older", "b", "a"] and table[1]["role"] == "head, again"
+    with pytest.raises(SystemExit):
+        finish_run.record(tmp_path / "nothing", "x", head=False, root=root)
