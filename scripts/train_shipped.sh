@@ -7,7 +7,8 @@
 # The run it continues is named in training/current_run (one line; ship_model.sh, device_prune.sh
 # and gpu_session.py read it too). Each stretch of the lineage starts from the one before with
 # --init-from, which matters only on the first start: afterwards the run resumes its own checkpoint.
-# When current_run names a GPU stretch (batch 256, brought back from gpu_session.py), this script
+# When current_run names a GPU stretch (batch 256, brought back from gpu_session.py) or a finished
+# cooldown stretch (--lr-schedule cosine, benchmarks/cooldown.py), this script
 # opens the next CPU stretch itself (training/qm9-small-c9-cpuN, N one above the highest there is,
 # --init-from the GPU stretch) and points current_run at it. The exported model's card ("continues"
 # in model/config.json, and docs/model-card.md) lists every stretch, so it is not repeated here.
@@ -21,9 +22,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LATEST=$(cat training/current_run)
-field() { .venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1/train_config.json" "$2"; }
+field() { .venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' "$1/train_config.json" "$2"; }
 NEW_LR=5e-5
-if [ "$(field "$LATEST" batch_size)" = 64 ]; then
+# a cooldown stretch (cosine to 0 at its --max-steps) has ended: it is continued by a new stretch too
+if [ "$(field "$LATEST" batch_size)" = 64 ] && [ "$(field "$LATEST" lr_schedule)" != cosine ]; then
   RUN=$LATEST; INIT=$(field "$LATEST" init_from); LR=$(field "$LATEST" lr)
 else
   LR=$NEW_LR
