@@ -100,7 +100,10 @@ def main(argv=None) -> int:
                    help="the run the lineage continues from: keep its folder and its one resumable checkpoint")
     a = p.parse_args(argv)
     changed = record(Path(a.run), a.role, a.head)
-    print("recorded; to commit:  git add -A " + " ".join(changed))
+    here = Path.cwd().resolve()
+    shown = [str(Path(c).resolve().relative_to(here)) if Path(c).resolve().is_relative_to(here) else c
+             for c in changed]
+    print("recorded; to commit:  git add -A " + " ".join(shown))
     return 0
 
 
