@@ -19,14 +19,12 @@ cells live in one folder:
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corrector import CELLS as CORRECTOR_CELLS  # noqa: E402
-from sample_grid import add_report_options, difference, evaluated_report, pct  # noqa: E402
+from sample_grid import cells_report_main, difference, pct  # noqa: E402
 
 BLOCK = "cooldown-table"
 BASE = "pc32-anc-2x-r0.5"          # corrector.py's cell: the weights shipped before, the default sampler
@@ -63,17 +61,7 @@ def render(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("cells", help="print the cell list for sample_grid.py")
-    r = sub.add_parser("report", help="evaluate the two models' cells and print the table")
-    r.add_argument("folder")
-    add_report_options(r, BLOCK)
-    a = p.parse_args(argv)
-    if a.cmd == "cells":
-        print(json.dumps(cells(), indent=1))
-        return 0
-    return evaluated_report(a.folder, (BASE, LABEL), render, a.json, a.update_doc, a.block)
+    return cells_report_main(__doc__, cells, (BASE, LABEL), render, BLOCK, argv)
 
 
 if __name__ == "__main__":

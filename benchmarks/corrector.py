@@ -20,13 +20,11 @@ interval (two proportions, normal approximation).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_grid import add_report_options, difference, evaluated_report, pct  # noqa: E402
+from sample_grid import cells_report_main, difference, pct  # noqa: E402
 
 BLOCK = "corrector-table"
 # label -> (sampler options over the model's defaults, seeds); every cell samples 1,000 molecules per seed
@@ -77,17 +75,7 @@ def render(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("cells", help="print the cell list for sample_grid.py")
-    r = sub.add_parser("report", help="evaluate sampled cells and print the table")
-    r.add_argument("folder")
-    add_report_options(r, BLOCK)
-    a = p.parse_args(argv)
-    if a.cmd == "cells":
-        print(json.dumps(cells(), indent=1))
-        return 0
-    return evaluated_report(a.folder, tuple(CELLS), render, a.json, a.update_doc, a.block)
+    return cells_report_main(__doc__, cells, tuple(CELLS), render, BLOCK, argv)
 
 
 if __name__ == "__main__":

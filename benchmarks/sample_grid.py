@@ -226,6 +226,22 @@ def evaluated_report(folder, prefixes: tuple, render, json_path=None, doc=None, 
     return 0
 
 
+def cells_report_main(doc: str, cells, prefixes: tuple, render, block: str, argv=None) -> int:
+    """The command line of a study script: `cells` prints its cell list for `sample`, `report FOLDER`
+    evaluates the sampled cells and prints (and keeps) render's table."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("cells", help="print the cell list for sample_grid.py")
+    r = sub.add_parser("report", help="evaluate the sampled cells and print the table")
+    r.add_argument("folder")
+    add_report_options(r, block)
+    a = p.parse_args(argv)
+    if a.cmd == "cells":
+        print(json.dumps(cells(), indent=1))
+        return 0
+    return evaluated_report(a.folder, prefixes, render, a.json, a.update_doc, a.block)
+
+
 def difference(a: dict, b: dict, key: str = "molecule_stability", seeds=None) -> str:
     """Pooled b − a of a per-molecule share between two evaluated cells, with its 95 % interval
     (two proportions, normal approximation), in points; over `seeds` only when given."""

@@ -25,12 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def last_state(run: Path) -> dict:
-    """state.json of the run's latest checkpoint (checkpoints/latest names its folder)."""
-    ckpt = run / "checkpoints"
-    latest = (ckpt / "latest").read_text().strip() if (ckpt / "latest").is_file() else None
-    if latest is None:
-        raise SystemExit(f"{run}: no checkpoints/latest — not a run folder with a checkpoint")
-    return json.loads((ckpt / latest / "state.json").read_text())
+    """state.json of the run's latest checkpoint."""
+    from ead.errors import EADError
+    from ead.train.checkpoint import checkpoint_path
+    try:
+        return json.loads((checkpoint_path(str(run)) / "state.json").read_text())
+    except EADError as e:
+        raise SystemExit(f"{run}: {e}") from None
 
 
 def last_validation(log: Path) -> tuple[float | None, int | None]:
