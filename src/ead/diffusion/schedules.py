@@ -337,8 +337,8 @@ class SamplerConfig:
     them (above), where T is known."""
 
     sampler: str = _option("adaptive", " | ".join(SAMPLERS), "choice", choices=tuple(SAMPLERS))
-    steps: int | None = _option(None, "network steps (≤ T; fewer = strided); default: the model's (the "
-                                "shipped qm9: 50, with a corrector step after each; trained models: T)", "positive_int")
+    steps: int | None = _option(None, "network steps (≤ T; fewer = strided); default: the model's sampler "
+                                "defaults (`ead info` lists them; trained models: T)", "positive_int")
     spacing: str = _option("uniform", "how strided steps are spread", "choice", choices=SPACINGS)
     window: int | None = _option(None, "asynchrony window C (default: the model's)", "nonneg_int")
     async_ratio: float = _option(0.8, "adaptive: fraction λ of atoms advanced", "fraction")
@@ -356,10 +356,10 @@ class SamplerConfig:
                          "unit_float")
     corrector_steps: int = _option(
         0, "Langevin corrector steps after each move (predictor-corrector, Song et al. 2021), one "
-        "network call each; default: the model's (the shipped qm9: 1; trained models: 0). Count the "
-        "calls: --steps 50 --corrector-steps 1 makes about as many as --steps 100", "nonneg_int")
+        "network call each; default: the model's (`ead info`; trained models: 0). Count the calls: "
+        "--steps 32 --corrector-steps 2 makes about as many as --steps 100", "nonneg_int")
     corrector_snr: float = _option(0.1, "corrector: signal-to-noise ratio r of a Langevin step "
-                                   "(step size 2·r²·σ² per atom; the shipped qm9: 0.5)", "unit_float")
+                                   "(step size 2·r²·σ² per atom; default: the model's)", "unit_float")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
