@@ -35,3 +35,13 @@ def test_shipped_model_samples_with_its_defaults(shipped):
         assert pos.shape == (9, 3) and np.isfinite(pos).all()
         assert set(z.tolist()) <= {1, 6, 7, 8, 9}
         assert 0.5 < np.linalg.norm(pos - pos.mean(0), axis=1).max() < 15   # a molecule, not noise
+
+
+def test_shipped_defaults_take_every_sampler_option(shipped):
+    # the defaults pin no setting that another option makes invalid: SNR spacing (whose stalled
+    # atoms stop for a stride, stall lag 0) and every sampler build on top of them
+    for sampler in ("synchronous", "manual", "adaptive"):
+        for spacing in ("uniform", "snr"):
+            s = shipped.make_schedule(sampler, spacing=spacing).settings()
+            assert s["spacing"] == spacing and s["steps"] == 32
+    assert shipped.make_schedule("adaptive", spacing="snr").settings()["stall_lag"] == 0
