@@ -11,6 +11,8 @@ at t = 0, and the atoms between them generated.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fragments.py                    # the real run
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fragments.py --fragments 8 --linkers 4 \\
         --out /tmp/frag.json                                                     # a smoke test
+    .venv/bin/python benchmarks/fragments.py --table A.json B.json [--update-doc docs/fragments.md]
+                                                 # results side by side, as a Markdown table
 
 One batch holds every fragment (each molecule its own held atoms), so the run costs about as much
 as sampling the same number of free molecules.
@@ -51,6 +53,10 @@ def parse_args(argv):
     ap.add_argument("--per-fragment", type=int, default=2, help="completions per fragment (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--table", type=Path, nargs="+", metavar="JSON",
+                    help="print the results of earlier runs side by side instead of sampling")
+    ap.add_argument("--update-doc", type=Path, metavar="MD",
+                    help="with --table: replace the fragments-table block of this Markdown file")
     return ap.parse_args(argv)
 
 
@@ -184,8 +190,54 @@ def measure(model, tasks, queries, originals, per, seed):
     }
 
 
+# ----------------------------------------------------------------------------------- the table
+BLOCK = "fragments-table"
+ROWS = (   # (label, how a task's result reads as a cell)
+    ("network calls per completion", lambda r: f"{r['network_calls']}"),
+    ("fragment kept: max deviation", lambda r: f"{r['fragment_max_deviation_angstrom']:.1e} Å"
+                                               + ("" if r["fragment_elements_kept"] else ", elements changed")),
+    ("trajectories diverged", lambda r: pc(r["diverged"])),
+    ("validity", lambda r: pc(r["validity"])),
+    ("molecule stability", lambda r: pc(r["molecule_stability"])),
+    ("atom stability (finite completions)", lambda r: pc(r["atom_stability_of_finite"])),
+    ("connected (one piece)", lambda r: pc(r["connectivity"])),
+    ("uniqueness (of valid)", lambda r: pc(r["uniqueness"])),
+    ("novelty (of unique, vs QM9 train)", lambda r: pc(r["novelty"])),
+    ("contains the fragment (RDKit substructure, heavy atoms; linkers: both pieces)",
+     lambda r: f"{pc(r['contains_fragment'])} ({pc(r['contains_fragment_of_valid'])} of valid)"),
+    ("original molecule recovered", lambda r: pc(r["original_recovered"])),
+)
+
+
+def pc(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def table(paths: list[Path]) -> str:
+    """The fragments and linkers of each result file side by side: one column per (task, file),
+    each named by its file's stem and the model it sampled."""
+    res = [dict(json.loads(p.read_text()), name=p.stem) for p in paths]
+    cols = [(task, r) for task in ("fragments", "linkers") for r in res]
+    head = "| | " + " | ".join(f"{task} ({r[task]['tasks']} × {r['per_fragment']}): {r['name']} (`{r['model']}`)"
+                                 for task, r in cols) + " |"
+    lines = [head, "|---" * (len(cols) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(cell(r[task]) for task, r in cols) + " |" for label, cell in ROWS]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.table:
+        missing = [str(p) for p in args.table if not p.is_file()]
+        if missing:
+            print(f"no such result file: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        text = table(args.table)
+        print(text)
+        if args.update_doc:
+            from sample_grid import markers, replace_between
+            replace_between(args.update_doc, *markers(BLOCK), text)
+        return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rng = np.random.default_rng(args.seed)
     test = qm9_split("test")

@@ -248,3 +248,39 @@ def test_corrector_report_pools_seeds_against_the_default(tmp_path, micro_model,
     fake = {"default": {"runs": [{"n": 1000, "molecule_stability": 0.5}]},
             "x": {"runs": [{"n": 1000, "molecule_stability": 0.56}]}}
     assert corrector.difference(fake["default"], fake["x"]) == "+6.0 [+1.6, +10.4]"
+
+
+def test_sampler_screen_splits_selection_from_confirmation(tmp_path, micro_model, capsys):
+    import sampler_screen
+
+    cells = [{"label": "card-adaptive", "model": micro_model, "sampler": "adaptive", "n": 4, "seeds": [0, 3, 4],
+              "options": {"steps": 3}},
+             {"label": "card-manual", "model": micro_model, "sampler": "manual", "n": 4, "seeds": [0, 3],
+              "options": {"steps": 3}}]
+    assert sample_grid.sample_cells(cells, tmp_path, device="cpu", log=lambda m: None) == 5
+    assert sampler_screen.main(["report", str(tmp_path)]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| card")]
+    # seed 0 in the selection rows, the confirmation seeds pooled apart (manual: seed 3 only)
+    assert [r.split(" | ")[0] for r in rows] == ["| card-adaptive (selection)", "| card-manual (selection)",
+                                                 "| card-adaptive (confirmation)", "| card-manual (confirmation)"]
+    assert " | 3,4 | 8 | " in rows[2] and " | 3,4 | 4 | " in rows[3] and rows[3].count("[") == 2
+
+
+def test_fragments_table_puts_results_side_by_side(tmp_path, capsys):
+    import fragments
+
+    task = {"tasks": 2, "network_calls": 98, "fragment_max_deviation_angstrom": 0.0, "fragment_elements_kept": True,
+            "diverged": 0.0, "validity": 0.5, "molecule_stability": 0.25, "atom_stability_of_finite": 0.9,
+            "connectivity": 0.75, "uniqueness": 1.0, "novelty": 1.0, "contains_fragment": 0.5,
+            "contains_fragment_of_valid": 1.0, "original_recovered": 0.0}
+    for name, valid in (("replacement", 0.5), ("fragment-trained", 0.75)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"model": name, "per_fragment": 2, "fragments": dict(task, validity=valid), "linkers": task}))
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- fragments-table:begin -->\nold\n<!-- fragments-table:end -->\n")
+    paths = [str(tmp_path / "replacement.json"), str(tmp_path / "fragment-trained.json")]
+    assert fragments.main(["--table", *paths, "--update-doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "| validity | 50.0 % | 75.0 % | 50.0 % | 50.0 % |" in text and "old" not in text
+    assert "fragments (2 × 2): fragment-trained" in text.splitlines()[1]
+    assert fragments.main(["--table", str(tmp_path / "missing.json")]) == 2
