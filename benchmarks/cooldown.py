@@ -38,26 +38,32 @@ def cells() -> list[dict]:
     return [{"label": LABEL, "model": MODEL, "sampler": "adaptive", "n": 1000, "seeds": SEEDS, "options": options}]
 
 
-def render(res: dict) -> str:
-    base = res.get(BASE)
+def weights_table(res: dict, rows, seeds) -> str:
+    """One row per (cell label, name of its weights) over `seeds`, pooled; the first row is the
+    reference the Δ columns of the others are taken against."""
+    base = res.get(rows[0][0])
     lines = ["| weights | seeds | molecules | calls | atom stab. | mol. stab. | Δ mol. stab. [95 %] | valid | "
              "Δ valid [95 %] | V×U | novelty | connected |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for label, name in ((BASE, "shipped before (gpu5 EMA)"), (LABEL, "after the cooldown (cpu12 EMA)")):
+    for label, name in rows:
         e = res.get(label)
         if e is None:
             continue
-        runs = [r for r in e["runs"] if r["seed"] in SEEDS]
+        runs = [r for r in e["runs"] if r["seed"] in seeds]
         n = sum(r["n"] for r in runs)
         mean = {k: sum(r[k] * r["n"] for r in runs) / n for k in
                 ("atom_stability", "molecule_stability", "validity", "valid_and_unique", "novelty", "connectivity")}
         calls = sum(r["network_calls"] for r in runs) / len(runs)
-        other = label != BASE and base is not None
+        other = label != rows[0][0] and base is not None
         lines.append(f"| {name} | {','.join(str(r['seed']) for r in runs)} | {n} | {calls:.0f} | "
                      f"{pct(mean['atom_stability'])} | {pct(mean['molecule_stability'])} | "
-                     f"{difference(base, e, seeds=SEEDS) if other else '–'} | {pct(mean['validity'])} | "
-                     f"{difference(base, e, 'validity', seeds=SEEDS) if other else '–'} | "
+                     f"{difference(base, e, seeds=seeds) if other else '–'} | {pct(mean['validity'])} | "
+                     f"{difference(base, e, 'validity', seeds=seeds) if other else '–'} | "
                      f"{pct(mean['valid_and_unique'])} | {pct(mean['novelty'])} | {pct(mean['connectivity'])} |")
     return "\n".join(lines)
+
+
+def render(res: dict) -> str:
+    return weights_table(res, ((BASE, "shipped before (gpu5 EMA)"), (LABEL, "after the cooldown (cpu12 EMA)")), SEEDS)
 
 
 def main(argv=None) -> int:

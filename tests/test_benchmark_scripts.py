@@ -284,3 +284,19 @@ def test_fragments_table_puts_results_side_by_side(tmp_path, capsys):
     assert "| validity | 50.0 % | 75.0 % | 50.0 % | 50.0 % |" in text and "old" not in text
     assert "fragments (2 × 2): fragment-trained" in text.splitlines()[1]
     assert fragments.main(["--table", str(tmp_path / "missing.json")]) == 2
+
+
+def test_weights_table_compares_against_the_first_row(tmp_path, micro_model, capsys):
+    import cooldown
+    import fragment_card
+
+    # the fragment card samples the cooldown's cell (sampler, options, seeds) with other weights
+    (ours,), (theirs,) = fragment_card.cells(), cooldown.cells()
+    assert ours["options"] == theirs["options"] and ours["seeds"] == theirs["seeds"] and ours["model"] != theirs["model"]
+    cells = [dict(theirs, label=cooldown.LABEL, model=micro_model, n=4, options={"steps": 3}),
+             dict(ours, label=fragment_card.LABEL, model=micro_model, n=4, options={"steps": 3})]
+    assert sample_grid.sample_cells(cells, tmp_path, device="cpu", log=lambda m: None) == 4
+    assert fragment_card.main(["report", str(tmp_path)]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| shipped") or r.startswith("| fragment")]
+    assert rows[0].count("–") >= 2 and rows[1].count("[") == 2   # Δ only on the second row
+    assert " | 1,2 | 8 | " in rows[1]
