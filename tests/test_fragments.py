@@ -231,3 +231,18 @@ def test_fragment_share_run_resumes_exactly_and_changes_training(tmp_path):
     assert any(not torch.equal(state["a"][k], state["off"][k]) for k in state["a"] if k.startswith("model."))
     with pytest.raises(EADError, match="fragment-share"):
         train(cfg(tmp_path / "bad", fragment_share=1.5))
+
+
+@pytest.mark.skipif("qm9" not in __import__("ead.pipeline").pipeline.available_models(), reason="no shipped model")
+def test_cli_hints_at_the_corrector_when_fragment_trajectories_diverge(tmp_path, capsys):
+    # the shipped model was not trained with held fragments; its default sampler's Langevin
+    # corrector makes most fragment trajectories diverge (docs/fragments.md: 76 % of QM9 fragments),
+    # and the warning names the way out; without the corrector no hint is given
+    write_sdf(tmp_path / "f.sdf", [(FRAG_X, FRAG_Z)])
+    base = ["sample", "-n", "8", "--fragment", str(tmp_path / "f.sdf"), "--add", "8", "--seed", "0",
+            "-o", str(tmp_path / "g.sdf"), "--quiet", "--threads", "1"]
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "diverged" in err and "hint:" in err and "--corrector-steps 0" in err
+    assert main(base + ["--corrector-steps", "0", "--steps", "100", "--update", "sde-dpm2m"]) == 0
+    assert "hint:" not in capsys.readouterr().err
