@@ -37,6 +37,7 @@ from ead.data.fragment import Fragment
 from ead.data.molecule import protocol_mol
 from ead.data.qm9 import qm9_split
 from ead.diffusion.sampler import FixedAtoms, run_sampler
+from ead.errors import EADError
 from ead.io import write_atomic
 from ead.metrics.chem import smiles_of
 from ead.metrics.evaluate import evaluate_molecules
@@ -53,6 +54,9 @@ def parse_args(argv):
     ap.add_argument("--per-fragment", type=int, default=2, help="completions per fragment (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--sampler-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a sampler setting over the model's defaults (e.g. steps=100, update=sde-dpm2m, "
+                         "corrector_steps=0); repeatable")
     ap.add_argument("--table", type=Path, nargs="+", metavar="JSON",
                     help="print the results of earlier runs side by side instead of sampling")
     ap.add_argument("--update-doc", type=Path, metavar="MD",
@@ -132,7 +136,25 @@ def query_of(mol, heavy_atoms):
 
 
 # ----------------------------------------------------------------------------------- sampling
-def grow(model, tasks, per, seed):
+def sampler_options(pairs: list[str]) -> dict:
+    """KEY=VALUE strings as sampler settings (numbers where they parse as numbers)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--sampler-option wants KEY=VALUE, got {pair!r}")
+        for kind in (int, float):
+            try:
+                out[key] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = value
+    return out
+
+
+def grow(model, tasks, per, seed, options):
     """Complete every task `per` times in one batch: tasks are (positions, atomic numbers, atom
     indices of the fragment) of whole molecules; the fragment's atoms go first."""
     frags, sizes = [], []
@@ -142,7 +164,7 @@ def grow(model, tasks, per, seed):
     sizes = torch.tensor(sizes)
     parts = [f.held_atoms(torch.tensor([n]), model.encoder.encode) for f, n in zip(frags, sizes.tolist())]
     held = FixedAtoms(*(torch.cat(p) for p in zip(*parts)))
-    schedule = model.make_schedule()
+    schedule = model.make_schedule(**options)
     t0 = time.process_time()
     res = run_sampler(model._network(), model.noise, schedule, sizes, model.config.num_features,
                       len(model.config.feature_types), torch.Generator().manual_seed(seed), fixed=held)
@@ -154,8 +176,8 @@ def grow(model, tasks, per, seed):
     return out, frags, schedule.settings(), res.network_calls, cpu
 
 
-def measure(model, tasks, queries, originals, per, seed):
-    mols, frags, settings, calls, cpu = grow(model, tasks, per, seed)
+def measure(model, tasks, queries, originals, per, seed, options):
+    mols, frags, settings, calls, cpu = grow(model, tasks, per, seed, options)
     # a trajectory can diverge (coordinates overflow) when the held atoms are far outside what the
     # model saw in training: such a completion counts as invalid, unstable and not containing
     finite = [bool(np.isfinite(p).all()) for p, _ in mols]
@@ -242,6 +264,11 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     test = qm9_split("test")
     model = EAD.from_pretrained(args.model, device="cpu")
+    options = sampler_options(args.sampler_option)
+    try:
+        model.make_schedule(**options)   # a bad setting fails here, before the fragments are cut
+    except (EADError, TypeError, ValueError) as e:
+        raise SystemExit(f"bad --sampler-option: {e}") from None
     model.autocast = None   # float32 everywhere: the same numbers on any CPU
 
     frag_tasks, frag_queries, frag_orig, kinds = [], [], [], []
@@ -277,8 +304,9 @@ def main(argv=None) -> int:
     result = {"model": args.model, "seed": args.seed, "per_fragment": args.per_fragment,
               "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fragments.py "
                          + shlex.join(argv if argv is not None else sys.argv[1:]),
-              "fragments": measure(model, frag_tasks, frag_queries, frag_orig, args.per_fragment, args.seed),
-              "linkers": measure(model, link_tasks, link_queries, link_orig, args.per_fragment, args.seed + 1)}
+              "fragments": measure(model, frag_tasks, frag_queries, frag_orig, args.per_fragment, args.seed, options),
+              "linkers": measure(model, link_tasks, link_queries, link_orig, args.per_fragment, args.seed + 1,
+                                 options)}
     result["fragments"]["heavy_atoms"] = {"min": min(kinds), "median": float(np.median(kinds)), "max": max(kinds)}
     result["linkers"]["piece_centroid_distance_angstrom"] = {
         "min": round(min(distances), 2), "median": round(float(np.median(distances)), 2),
