@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corrector import CELLS as CORRECTOR_CELLS  # noqa: E402
-from sample_grid import cells_report_main, difference, pct  # noqa: E402
+from sample_grid import cells_report_main, difference, pct, pooled  # noqa: E402
 
 BLOCK = "cooldown-table"
 BASE = "pc32-anc-2x-r0.5"          # corrector.py's cell: the weights shipped before, the default sampler
@@ -49,10 +49,7 @@ def weights_table(res: dict, rows, seeds) -> str:
         if e is None:
             continue
         runs = [r for r in e["runs"] if r["seed"] in seeds]
-        n = sum(r["n"] for r in runs)
-        mean = {k: sum(r[k] * r["n"] for r in runs) / n for k in
-                ("atom_stability", "molecule_stability", "validity", "valid_and_unique", "novelty", "connectivity")}
-        calls = sum(r["network_calls"] for r in runs) / len(runs)
+        mean, n, calls = pooled(e, seeds)
         other = label != rows[0][0] and base is not None
         lines.append(f"| {name} | {','.join(str(r['seed']) for r in runs)} | {n} | {calls:.0f} | "
                      f"{pct(mean['atom_stability'])} | {pct(mean['molecule_stability'])} | "

@@ -255,6 +255,17 @@ def difference(a: dict, b: dict, key: str = "molecule_stability", seeds=None) ->
     return f"{100 * d:+.1f} [{100 * (d - 1.96 * se):+.1f}, {100 * (d + 1.96 * se):+.1f}]"
 
 
+def pooled(e: dict, seeds) -> tuple[dict, int, float]:
+    """A cell's per-molecule shares pooled over the runs of `seeds` (weighted by molecules), their
+    number of molecules and the mean network calls; ({}, 0, 0) when none of the seeds ran."""
+    runs = [r for r in e["runs"] if r["seed"] in seeds]
+    n = sum(r["n"] for r in runs)
+    if not n:
+        return {}, 0, 0
+    mean = {k: sum(r[k] * r["n"] for r in runs) / n for k in METRICS if all(r.get(k) is not None for r in runs)}
+    return mean, n, sum(r["network_calls"] for r in runs) / len(runs)
+
+
 def pct(mean: float | None, sd: float | None = None) -> str:
     if mean is None:
         return "–"

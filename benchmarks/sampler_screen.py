@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_grid import cells_report_main, difference, pct  # noqa: E402
+from sample_grid import cells_report_main, difference, pct, pooled  # noqa: E402
 
 BLOCK = "sampler-screen-table"
 MODEL = "src/ead/pretrained/qm9"      # the card's cells name the package folder; same weights as "qm9"
@@ -42,14 +42,6 @@ CELLS = {
 def cells() -> list[dict]:
     return [{"label": k, "model": MODEL, "sampler": s, "n": 1000, "seeds": seeds, "options": {**DEFAULT, **o}}
             for k, (s, o, seeds) in CELLS.items()]
-
-
-def pooled(e: dict, seeds) -> tuple[dict, int, float]:
-    runs = [r for r in e["runs"] if r["seed"] in seeds]
-    n = sum(r["n"] for r in runs)
-    mean = {k: sum(r[k] * r["n"] for r in runs) / n for k in
-            ("atom_stability", "molecule_stability", "validity", "valid_and_unique", "novelty")} if n else {}
-    return mean, n, (sum(r["network_calls"] for r in runs) / len(runs) if runs else 0)
 
 
 def render(res: dict) -> str:
