@@ -1,5 +1,7 @@
 """Growing molecules from a fragment: held atoms at t = 0 (docs/fragments.md)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -212,7 +214,7 @@ def test_held_atoms_get_t0_clean_inputs_and_no_loss():
     assert float(loss) == 0.0
 
 
-def test_fragment_share_run_resumes_exactly_and_changes_training(tmp_path):
+def test_fragment_share_run_resumes_exactly_and_changes_training(tmp_path, capsys):
     from safetensors.torch import load_file
 
     from ead.train import Checkpointer, TrainConfig, train
@@ -229,6 +231,12 @@ def test_fragment_share_run_resumes_exactly_and_changes_training(tmp_path):
     state = {k: load_file(str(Checkpointer(tmp_path / k).latest() / "state.safetensors")) for k in ("a", "b", "off")}
     assert all(torch.equal(state["a"][k], state["b"][k]) for k in state["a"])
     assert any(not torch.equal(state["a"][k], state["off"][k]) for k in state["a"] if k.startswith("model."))
+    # the exported card says the model has seen held fragments (EDM's recipe leaves no entry)
+    cards = {k: json.loads((tmp_path / k / "model" / "config.json").read_text())["card"] for k in ("a", "off")}
+    assert cards["a"]["recipe"] == {"fragment_share": 0.5} and "recipe" not in cards["off"]
+    capsys.readouterr()
+    assert main(["info", "--model", str(tmp_path / "a" / "model")]) == 0
+    assert "training recipe: fragment_share 0.5 (grows fragments in distribution" in capsys.readouterr().out
     with pytest.raises(EADError, match="fragment-share"):
         train(cfg(tmp_path / "bad", fragment_share=1.5))
 
@@ -239,7 +247,7 @@ def test_cli_hints_at_the_corrector_when_fragment_trajectories_diverge(tmp_path,
     # corrector makes most fragment trajectories diverge (docs/fragments.md: 76 % of QM9 fragments),
     # and the warning names the way out; without the corrector no hint is given
     write_sdf(tmp_path / "f.sdf", [(FRAG_X, FRAG_Z)])
-    base = ["sample", "-n", "8", "--fragment", str(tmp_path / "f.sdf"), "--add", "8", "--seed", "0",
+    base = ["sample", "--model", "qm9", "-n", "8", "--fragment", str(tmp_path / "f.sdf"), "--add", "8", "--seed", "0",
             "-o", str(tmp_path / "g.sdf"), "--quiet", "--threads", "1"]
     assert main(base) == 0
     err = capsys.readouterr().err

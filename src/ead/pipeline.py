@@ -120,6 +120,12 @@ class EAD:
         return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     @property
+    def trained_with_fragments(self) -> bool:
+        """Whether training held fragments at t = 0 (`ead train --fragment-share`, recorded in the
+        card): growing a fragment is then in the model's distribution (docs/fragments.md)."""
+        return bool(self.card.get("recipe", {}).get("fragment_share"))
+
+    @property
     def sampler_defaults(self) -> dict:
         """The model's sampler settings (a SamplerConfig's set fields), as saved in config.json."""
         return self.sampler_config.to_dict()

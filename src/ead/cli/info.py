@@ -48,6 +48,10 @@ def run(args) -> int:
         if meta.get("card"):
             shipped = cfg_path.parent.parent.resolve() == PRETRAINED_DIR.resolve()
             print(f"    training: {_card_summary(meta['card'], shipped)}")
+            if meta["card"].get("recipe"):   # the recipe options the run changed from EDM's
+                print(f"    training recipe: {', '.join(f'{k} {v}' for k, v in meta['card']['recipe'].items())}"
+                      + (" (grows fragments in distribution: docs/fragments.md)"
+                         if meta["card"]["recipe"].get("fragment_share") else ""))
     return 0
 
 

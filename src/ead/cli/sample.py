@@ -19,7 +19,8 @@ def add(sub):
     p = sub.add_parser("sample", help=HELP,
                        description="Sample molecules from a trained model with any sampler. "
                        "Defaults come from the model's config.")
-    p.add_argument("--model", default="qm9", help="model folder, or a shipped model name (default qm9)")
+    p.add_argument("--model", help="model folder, or a shipped model name (default qm9; with --fragment, "
+                   "qm9-fragment: the one trained to grow fragments)")
     p.add_argument("-n", "--num", type=positive_int, default=100, help="number of molecules")
     p.add_argument("-o", "--output", default="samples.sdf",
                    help=".sdf, .xyz or .pdb, optionally .gz (default samples.sdf)")
@@ -73,6 +74,14 @@ def add(sub):
     p.set_defaults(func=run)
 
 
+def default_model(fragment: bool) -> str:
+    """The shipped model `ead sample` uses without --model: for growing a fragment the one trained
+    with held fragments (docs/fragments.md), when the package has it."""
+    from ..pipeline import available_models
+
+    return "qm9-fragment" if fragment and "qm9-fragment" in available_models() else "qm9"
+
+
 def run(args) -> int:
     import time
 
@@ -87,6 +96,7 @@ def run(args) -> int:
         raise EADError(f"output must end in .sdf, .xyz or .pdb (optionally .gz), got {out.name}")
     if not out.parent.exists():
         raise EADError(f"output folder {out.parent} does not exist")
+    args.model = args.model or default_model(args.fragment is not None)
     model = EAD.from_pretrained(args.model, device=args.device)
     if model.device.type == "cpu":
         set_threads(args.threads, args.quiet)
@@ -156,7 +166,7 @@ def run(args) -> int:
     if diverged:   # said even with --quiet: the file holds fewer molecules than asked for
         print(f"warning: {diverged} of {args.num} molecules diverged (coordinates overflowed to inf/NaN) "
               "and were not written; count them as failures when scoring the sample", file=sys.stderr)
-        if fragment is not None and settings.get("corrector_steps"):
+        if fragment is not None and settings.get("corrector_steps") and not model.trained_with_fragments:
             # measured: on a model not trained with held fragments the corrector amplifies the
             # off-distribution predictions (76 % of QM9 fragments diverged against 7 % without it)
             print("hint: with a fragment, a model not trained with --fragment-share diverges far less "

@@ -11,6 +11,12 @@ from ..model.build import build_denoiser
 from ..model.config import ModelConfig
 from ..pipeline import EAD
 from .checkpoint import Checkpointer, checkpoint_path
+from .config import TrainConfig
+
+# training settings that shape what the model learns but are not part of the network's config:
+# the card names those a run changed from EDM's recipe (e.g. fragment_share: the model has seen
+# held fragments, so growing one is in its distribution)
+RECIPE = ("lr_schedule", "warmup_steps", "loss_weight", "min_snr_gamma", "time_sampling", "fragment_share")
 
 
 def card(meta: dict) -> dict:
@@ -22,6 +28,9 @@ def card(meta: dict) -> dict:
             "batch_size": tc["batch_size"] * world, "lr": tc["lr"], "ema_decay": tc["ema_decay"],
             "device": meta.get("device", "cpu"), "precision": tc.get("precision", "32-true"),
             "data": tc.get("data")}
+    recipe = {k: tc[k] for k in RECIPE if k in tc and tc[k] != getattr(TrainConfig, k)}
+    if recipe:
+        out["recipe"] = recipe
     if meta.get("changes"):   # settings changed on resumes (--allow-changes), each at its step
         out["setting_changes"] = meta["changes"]
     if lineage:   # this run continues others: say so, and give the totals
@@ -58,4 +67,4 @@ def segment(meta: dict, path: str) -> dict:
         path = str(p.parent.parent)
     return {"run": path, "steps": c["training_steps"], "hours": c["training_hours"],
             "batch_size": c["batch_size"], "lr": c["lr"], "device": c["device"],
-            "precision": c["precision"]}
+            "precision": c["precision"], **({"recipe": c["recipe"]} if "recipe" in c else {})}
