@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Copy the EMA model of the shipped training run into the package (src/ead/pretrained/qm9) with
-# the default sampler settings; then measure it for the card (benchmarks/model_card.py, or on a GPU
+# Copy the EMA model of the shipped training run into the package (src/ead/pretrained/NAME, default
+# qm9; qm9-fragment is the fine-tune trained with held fragments) with the default sampler settings; then measure it for the card (benchmarks/model_card.py, or on a GPU
 # scripts/gpu_session.py + benchmarks/sample_grid.py evaluate).
-#   bash scripts/ship_model.sh [RUN_DIR | MODEL_DIR]   (default: the run being trained on,
+#   bash scripts/ship_model.sh [RUN_DIR | MODEL_DIR] [NAME]   (default: the run being trained on,
 #   named in training/current_run; a run folder's model/ is re-exported at every checkpoint, so copy it
 #   aside first when training is running and pass the copy)
 # The sampler defaults stay those of the model shipped now (its config.json's sampler_defaults, the
@@ -12,16 +12,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${1:-$(cat training/current_run)}"
-.venv/bin/python - "$RUN" <<'PY'
+NAME="${2:-qm9}"
+.venv/bin/python - "$RUN" "$NAME" <<'PY'
 import sys
 from ead.pipeline import EAD
 from pathlib import Path
 src = Path(sys.argv[1])
-if (src / "checkpoints" / "latest").exists() and not (src / "model" / "config.json").exists():
-    from ead.train import export_checkpoint   # a run folder whose model/ was not kept: export it
+if (src / "checkpoints" / "latest").exists():
+    from ead.train import export_checkpoint   # the checkpoint is the source: a fresh export, fresh card
     export_checkpoint(src, src / "model")
 m = EAD.from_pretrained(src / "model" if (src / "model").is_dir() else src)
 m.sampler_defaults = EAD.from_pretrained("src/ead/pretrained/qm9").sampler_defaults
-m.save_pretrained("src/ead/pretrained/qm9")
-print("shipped", m.card)
+m.save_pretrained(f"src/ead/pretrained/{sys.argv[2]}")
+print("shipped", sys.argv[2], m.card)
 PY

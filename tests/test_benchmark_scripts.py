@@ -300,3 +300,14 @@ def test_weights_table_compares_against_the_first_row(tmp_path, micro_model, cap
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| shipped") or r.startswith("| fragment")]
     assert rows[0].count("–") >= 2 and rows[1].count("[") == 2   # Δ only on the second row
     assert " | 1,2 | 8 | " in rows[1]
+
+
+def test_default_pool_pools_the_two_studies_default_cells(capsys):
+    import default_pool
+
+    assert default_pool.main() == 0
+    row = capsys.readouterr().out
+    # seeds 0, 3, 4 from the sampler screen and 1, 2 from the cooldown: one row, each seed once
+    assert row.startswith("| adaptive, seeds 0,1,2,3,4 (5,000 molecules, 98 calls) | ")
+    atom, mol, valid = (float(v) for v in row.split(" | ")[1:4])
+    assert 0 < mol < atom <= 100 and 0 < valid <= 100
