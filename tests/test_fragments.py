@@ -254,3 +254,24 @@ def test_cli_hints_at_the_corrector_when_fragment_trajectories_diverge(tmp_path,
     assert "diverged" in err and "hint:" in err and "--corrector-steps 0" in err
     assert main(base + ["--corrector-steps", "0", "--steps", "100", "--update", "sde-dpm2m"]) == 0
     assert "hint:" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif("qm9-fragment" not in __import__("ead.pipeline").pipeline.available_models(),
+                    reason="no shipped fragment model")
+def test_shipped_fragment_model_is_the_default_for_growing(tmp_path, capsys):
+    # the package's fragment-trained model says so in its card, samples with the qm9 model's
+    # defaults, and is what `ead sample --fragment` uses without --model
+    grower = EAD.from_pretrained("qm9-fragment")
+    assert grower.trained_with_fragments and not EAD.from_pretrained("qm9").trained_with_fragments
+    assert grower.sampler_defaults == EAD.from_pretrained("qm9").sampler_defaults
+    write_sdf(tmp_path / "f.sdf", [(FRAG_X, FRAG_Z)])
+    out = tmp_path / "g.sdf"
+    assert main(["sample", "-n", "4", "--fragment", str(tmp_path / "f.sdf"), "--add", "8", "--seed", "0",
+                 "-o", str(out), "--threads", "1"]) == 0
+    assert "model qm9-fragment" in capsys.readouterr().err
+    records = Chem.SDMolSupplier(str(out), removeHs=False, sanitize=False)
+    for rec in records:
+        pos = rec.GetConformer().GetPositions()
+        assert rec.GetNumAtoms() == len(FRAG_Z) + 8
+        assert np.abs(pos[: len(FRAG_Z)] - FRAG_X).max() < 1e-3
+        assert [a.GetAtomicNum() for a in rec.GetAtoms()][: len(FRAG_Z)] == FRAG_Z.tolist()

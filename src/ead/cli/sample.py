@@ -157,7 +157,7 @@ def run(args) -> int:
                 recorder.end_batch(res)
     dt = time.time() - t0
     if not args.quiet:
-        print(f"wrote {done} molecules to {out} ({schedule.name}, {settings['steps']} steps, "
+        print(f"wrote {done} molecules to {out} (model {args.model}, {schedule.name}, {settings['steps']} steps, "
               f"{calls} network calls, {model.precision or 'fp32'}, {dt:.1f} s, {done / dt:.2f} mol/s)",
               file=sys.stderr)
         if model.config.dummy:
