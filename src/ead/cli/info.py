@@ -69,8 +69,8 @@ def _duration(hours) -> str:
 
 def _card_summary(card: dict, shipped: bool = True) -> str:
     """One line from a model card: steps, molecules, hours, and each stretch of its training; the
-    shipped model's measured quality is in docs/model-card.md, a model trained here has no such
-    page (its data is named instead)."""
+    shipped models' measured quality is in docs/model-card.md (the fragment-trained one's in
+    docs/fragments.md), a model trained here has no such page (its data is named instead)."""
     segs = [*card.get("continues", []), {"steps": card.get("training_steps"), "batch_size": card.get("batch_size"),
                                          "device": card.get("device", "?"), "hours": card.get("training_hours")}]
     steps = card.get("total_training_steps", card.get("training_steps"))
@@ -78,7 +78,8 @@ def _card_summary(card: dict, shipped: bool = True) -> str:
     seen = card.get("total_molecules_seen") or (steps or 0) * (card.get("batch_size") or 0)
     parts = "; then ".join(f"{s['steps']:,} × {s['batch_size']} on {s.get('device', '?')}" for s in segs
                            if s.get("steps") is not None)
-    tail = ("measured quality: docs/model-card.md" if shipped else
+    page = "docs/fragments.md" if card.get("recipe", {}).get("fragment_share") else "docs/model-card.md"
+    tail = (f"measured quality: {page}" if shipped else
             (f"data {card['data']}; " if card.get("data") else "") + "quality: `ead sample`, then `ead evaluate`")
     return (f"{steps:,} steps, {_amount(seen)}, {_duration(hours)} ({parts}); lr {card.get('lr')}, "
             f"EMA {card.get('ema_decay')}; {tail}")
