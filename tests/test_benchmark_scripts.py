@@ -292,14 +292,18 @@ def test_weights_table_compares_against_the_first_row(tmp_path, micro_model, cap
 
     # the fragment card samples the cooldown's cell (sampler, options, seeds) with other weights
     (ours,), (theirs,) = fragment_card.cells(), cooldown.cells()
-    assert ours["options"] == theirs["options"] and ours["seeds"] == theirs["seeds"] and ours["model"] != theirs["model"]
+    assert ours["options"] == theirs["options"] and set(theirs["seeds"]) < set(ours["seeds"])
+    assert ours["model"] != theirs["model"]
     cells = [dict(theirs, label=cooldown.LABEL, model=micro_model, n=4, options={"steps": 3}),
-             dict(ours, label=fragment_card.LABEL, model=micro_model, n=4, options={"steps": 3})]
-    assert sample_grid.sample_cells(cells, tmp_path, device="cpu", log=lambda m: None) == 4
+             dict(ours, label=fragment_card.LABEL, model=micro_model, n=4, seeds=[1, 2, 3], options={"steps": 3})]
+    assert sample_grid.sample_cells(cells, tmp_path, device="cpu", log=lambda m: None) == 5
     assert fragment_card.main(["report", str(tmp_path)]) == 0
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| shipped") or r.startswith("| fragment")]
     assert rows[0].count("–") >= 2 and rows[1].count("[") == 2   # Δ only on the second row
-    assert " | 1,2 | 8 | " in rows[1]
+    assert " | 1,2 | 8 | " in rows[1]   # the seed pair: the candidate's seeds 1 and 2 only
+    # the five-seed table: the shipped model's committed cells (seeds 0-4) against the candidate's
+    assert rows[2].startswith("| shipped") and " | 0,1,2,3,4 | 5000 | " in rows[2]
+    assert " | 1,2,3 | 12 | " in rows[3] and rows[3].count("[") == 2
 
 
 def test_default_pool_pools_the_two_studies_default_cells(capsys):
