@@ -14,7 +14,7 @@ its loss: losses under different weightings are not comparable.
 on seed 0) and can be stopped and restarted at any moment: `ead train` resumes its run from the
 last checkpoint, and a cell whose numbers are in the results file is skipped. Training uses one
 thread (the machine is shared). Run folders go to `training/recipe-screen/` (logs committed, and
-the one unfinished cell's resumable checkpoint); the numbers go to
+each unfinished cell's one resumable checkpoint); the numbers go to
 `benchmarks/results/recipe-screen/results.json` (committed).
 """
 

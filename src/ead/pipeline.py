@@ -32,7 +32,7 @@ from .errors import EADError
 from .io import write_atomic
 from .progress import Progress
 from .model.build import build_denoiser
-from .model.config import ModelConfig, check_sampling_batch, check_weights, read_model_meta
+from .model.config import ModelConfig, check_sampling_batch, check_weights, read_model_meta, trained_with_fragments
 from .model.egnn import Denoiser
 from .version import __version__
 
@@ -121,9 +121,8 @@ class EAD:
 
     @property
     def trained_with_fragments(self) -> bool:
-        """Whether training held fragments at t = 0 (`ead train --fragment-share`, recorded in the
-        card): growing a fragment is then in the model's distribution (docs/fragments.md)."""
-        return bool(self.card.get("recipe", {}).get("fragment_share"))
+        """Whether training held fragments at t = 0, as the card records (`trained_with_fragments`)."""
+        return trained_with_fragments(self.card)
 
     @property
     def sampler_defaults(self) -> dict:

@@ -20,7 +20,7 @@ def run(args) -> int:
 
     import torch
 
-    from ..model.config import read_model_meta
+    from ..model.config import read_model_meta, trained_with_fragments
     from ..data.qm9 import cache_dir
     from ..pipeline import PRETRAINED_DIR, available_models
 
@@ -51,7 +51,7 @@ def run(args) -> int:
             if meta["card"].get("recipe"):   # the recipe options the run changed from EDM's
                 print(f"    training recipe: {', '.join(f'{k} {v}' for k, v in meta['card']['recipe'].items())}"
                       + (" (grows fragments in distribution: docs/fragments.md)"
-                         if meta["card"]["recipe"].get("fragment_share") else ""))
+                         if trained_with_fragments(meta["card"]) else ""))
     return 0
 
 
@@ -78,7 +78,9 @@ def _card_summary(card: dict, shipped: bool = True) -> str:
     seen = card.get("total_molecules_seen") or (steps or 0) * (card.get("batch_size") or 0)
     parts = "; then ".join(f"{s['steps']:,} × {s['batch_size']} on {s.get('device', '?')}" for s in segs
                            if s.get("steps") is not None)
-    page = "docs/fragments.md" if card.get("recipe", {}).get("fragment_share") else "docs/model-card.md"
+    from ..model.config import trained_with_fragments
+
+    page = "docs/fragments.md" if trained_with_fragments(card) else "docs/model-card.md"
     tail = (f"measured quality: {page}" if shipped else
             (f"data {card['data']}; " if card.get("data") else "") + "quality: `ead sample`, then `ead evaluate`")
     return (f"{steps:,} steps, {_amount(seen)}, {_duration(hours)} ({parts}); lr {card.get('lr')}, "

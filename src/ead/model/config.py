@@ -308,3 +308,11 @@ def read_model_meta(path: Path) -> dict:
     if not isinstance(d, dict) or d.get("format") != "ead-model" or not isinstance(d.get("model"), dict):
         raise EADError(f"{path} is not an EAD model config")
     return check_json(d, MODEL_META, f"{path}", unknown="ignore")
+
+
+def trained_with_fragments(card: dict | None) -> bool:
+    """Whether a model card says training held fragments at t = 0 (`ead train --fragment-share`,
+    recorded as card["recipe"]["fragment_share"]): growing a fragment is then in the model's
+    distribution (docs/fragments.md)."""
+    recipe = (card or {}).get("recipe")
+    return isinstance(recipe, dict) and bool(recipe.get("fragment_share"))
