@@ -22,11 +22,15 @@ SOURCES = ((RESULTS / "sampler-screen" / "metrics.json", "card-adaptive"),
            (RESULTS / "cooldown" / "metrics.json", "cooldown"))
 
 
+def shipped_runs() -> list[dict]:
+    """The default sampler's per-seed runs on the shipped weights, from both studies, by seed."""
+    runs = [r for path, label in SOURCES for r in json.loads(path.read_text())[label]["runs"]]
+    return sorted(runs, key=lambda r: r["seed"])
+
+
 def main() -> int:
-    runs = []
-    for path, label in SOURCES:
-        runs += json.loads(path.read_text())[label]["runs"]
-    seeds = sorted(r["seed"] for r in runs)
+    runs = shipped_runs()
+    seeds = [r["seed"] for r in runs]
     if len(set(seeds)) != len(seeds) or len({r["network_calls"] for r in runs}) != 1:
         print("default_pool.py: the cells overlap in seeds or differ in network calls", file=sys.stderr)
         return 2

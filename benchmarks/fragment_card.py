@@ -21,7 +21,6 @@ at r = 0.5; 98 calls), 1,000 molecules per seed:
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -36,8 +35,6 @@ LABEL = "fragment-share-0.25"
 EARLIER = "fragment-trained"   # the P = 0.5 fine-tune's cells (training/qm9-small-c9-fragment, in the history)
 ROWS = ((cooldown.LABEL, "shipped (run 14, cpu12 EMA)"), (EARLIER, "fragment share 0.5 (from run 14)"),
         (LABEL, "fragment share 0.25 (from run 14)"))
-
-
 FIVE = [0, 1, 2, 3, 4]
 
 
@@ -47,9 +44,7 @@ def cells() -> list[dict]:
 
 def render(res: dict) -> str:
     pair = cooldown.weights_table(res, ROWS, cooldown.SEEDS)
-    shipped = {"runs": sorted((r for path, label in default_pool.SOURCES
-                               for r in json.loads(path.read_text())[label]["runs"]), key=lambda r: r["seed"])}
-    five = cooldown.weights_table({"shipped-five": shipped, **res}, (("shipped-five", ROWS[0][1]), ROWS[2]), FIVE)
+    five = cooldown.weights_table({"shipped-five": {"runs": default_pool.shipped_runs()}, **res}, (("shipped-five", ROWS[0][1]), ROWS[2]), FIVE)
     return pair + "\n\nOver seeds 0-4:\n\n" + five
 
 

@@ -21,6 +21,7 @@ as sampling the same number of free molecules.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -32,11 +33,13 @@ import numpy as np
 import torch
 from rdkit import Chem, rdBase
 
+from ead.cli.common import KINDS
 from ead.data.batch import molecule_index
 from ead.data.fragment import Fragment
 from ead.data.molecule import protocol_mol
 from ead.data.qm9 import qm9_split
 from ead.diffusion.sampler import FixedAtoms, run_sampler
+from ead.diffusion.schedules import SamplerConfig
 from ead.errors import EADError
 from ead.io import write_atomic
 from ead.metrics.chem import smiles_of
@@ -137,20 +140,18 @@ def query_of(mol, heavy_atoms):
 
 # ----------------------------------------------------------------------------------- sampling
 def sampler_options(pairs: list[str]) -> dict:
-    """KEY=VALUE strings as sampler settings (numbers where they parse as numbers)."""
+    """KEY=VALUE strings as sampler settings, each parsed as `ead sample` parses its flag (the kind
+    of SamplerConfig's field: cli.common.KINDS)."""
+    kinds = {f.name: f.metadata.get("kind") for f in dataclasses.fields(SamplerConfig)}
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--sampler-option wants KEY=VALUE, got {pair!r}")
-        for kind in (int, float):
-            try:
-                out[key] = kind(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
+        if not sep or key not in kinds:
+            raise SystemExit(f"--sampler-option wants KEY=VALUE with KEY one of {', '.join(kinds)}, got {pair!r}")
+        try:
+            out[key] = value if kinds[key] == "choice" else KINDS[kinds[key]](value)
+        except argparse.ArgumentTypeError as e:
+            raise SystemExit(f"bad --sampler-option {key}: {e}") from None
     return out
 
 

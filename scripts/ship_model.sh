@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Copy the EMA model of the shipped training run into the package (src/ead/pretrained/NAME, default
-# qm9; qm9-fragment is the fine-tune trained with held fragments) with the default sampler settings; then measure it for the card (benchmarks/model_card.py, or on a GPU
+# qm9; qm9-fragment is the fine-tune trained with held fragments) with the default sampler
+# settings; then measure it for the card (benchmarks/model_card.py, or on a GPU
 # scripts/gpu_session.py + benchmarks/sample_grid.py evaluate).
 #   bash scripts/ship_model.sh [RUN_DIR | MODEL_DIR] [NAME]   (default: the run being trained on,
 #   named in training/current_run; a run folder's model/ is re-exported at every checkpoint, so copy it

@@ -315,3 +315,13 @@ def test_default_pool_pools_the_two_studies_default_cells(capsys):
     assert row.startswith("| adaptive, seeds 0,1,2,3,4 (5,000 molecules, 98 calls) | ")
     atom, mol, valid = (float(v) for v in row.split(" | ")[1:4])
     assert 0 < mol < atom <= 100 and 0 < valid <= 100
+
+
+def test_fragments_sampler_options_parse_as_ead_sample_flags():
+    import fragments
+
+    assert fragments.sampler_options(["steps=100", "update=sde-dpm2m", "corrector_snr=0.5"]) == \
+        {"steps": 100, "update": "sde-dpm2m", "corrector_snr": 0.5}
+    for bad in ("steps=0", "steps=x", "nosuch=1", "steps"):
+        with pytest.raises(SystemExit):
+            fragments.sampler_options([bad])
