@@ -241,19 +241,39 @@ def test_fragment_share_run_resumes_exactly_and_changes_training(tmp_path, capsy
         train(cfg(tmp_path / "bad", fragment_share=1.5))
 
 
+def test_models_not_trained_with_fragments_grow_them_without_the_corrector(model):
+    from ead.pipeline import FRAGMENT_FALLBACK
+
+    with_corrector = EAD(model.config, device="cpu", sampler_defaults={"steps": 32, "corrector_steps": 2})
+    assert with_corrector.fragment_options({}) == FRAGMENT_FALLBACK
+    assert with_corrector.fragment_options({"sampler": "manual", "window": 4}) == \
+        {"sampler": "manual", "window": 4, **FRAGMENT_FALLBACK}
+    for given in ({"corrector_steps": 1}, {"steps": 50}, {"update": "ancestral"}):   # the call's own setting wins
+        assert with_corrector.fragment_options(given) == given
+    assert model.fragment_options({}) == {}   # no corrector in its defaults: nothing to replace
+    trained = EAD(model.config, device="cpu", sampler_defaults={"steps": 32, "corrector_steps": 2},
+                  card={"recipe": {"fragment_share": 0.25}})
+    assert trained.trained_with_fragments and trained.fragment_options({}) == {}
+    _, settings = next(with_corrector.sample_batches(1, seed=0, num_atoms=6, fragment=(FRAG_X, FRAG_Z)))
+    assert (settings["steps"], settings["update"], settings.get("corrector_steps", 0)) == (100, "sde-dpm2m", 0)
+    _, settings = next(with_corrector.sample_batches(1, seed=0, num_atoms=6))
+    assert (settings["steps"], settings["corrector_steps"]) == (32, 2)
+
+
 @pytest.mark.skipif("qm9" not in __import__("ead.pipeline").pipeline.available_models(), reason="no shipped model")
 def test_cli_hints_at_the_corrector_when_fragment_trajectories_diverge(tmp_path, capsys):
-    # the shipped model was not trained with held fragments; its default sampler's Langevin
-    # corrector makes most fragment trajectories diverge (docs/fragments.md: 76 % of QM9 fragments),
-    # and the warning names the way out; without the corrector no hint is given
+    # the shipped model was not trained with held fragments: asked for its corrector, most fragment
+    # trajectories diverge (docs/fragments.md: 76 % of QM9 fragments) and the warning names the way
+    # out; by default it grows fragments without the corrector and no hint is given
     write_sdf(tmp_path / "f.sdf", [(FRAG_X, FRAG_Z)])
     base = ["sample", "--model", "qm9", "-n", "8", "--fragment", str(tmp_path / "f.sdf"), "--add", "8", "--seed", "0",
-            "-o", str(tmp_path / "g.sdf"), "--quiet", "--threads", "1"]
-    assert main(base) == 0
+            "-o", str(tmp_path / "g.sdf"), "--threads", "1"]
+    assert main(base + ["--quiet", "--corrector-steps", "2"]) == 0
     err = capsys.readouterr().err
     assert "diverged" in err and "hint:" in err and "--corrector-steps 0" in err
-    assert main(base + ["--corrector-steps", "0", "--steps", "100", "--update", "sde-dpm2m"]) == 0
-    assert "hint:" not in capsys.readouterr().err
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "hint:" not in err and "100 steps" in err
 
 
 @pytest.mark.skipif("qm9-fragment" not in __import__("ead.pipeline").pipeline.available_models(),

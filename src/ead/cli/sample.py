@@ -104,6 +104,9 @@ def run(args) -> int:
     model.autocast = args.precision
     options = config_values(args, SamplerConfig)
     del options["sampler"]   # passed on its own
+    fragment, num_atoms = fragment_and_size(args, model)
+    if fragment is not None:
+        options = model.fragment_options(options)
     schedule = model.make_schedule(args.sampler, **options)  # bad values fail here, before any work
     guide = None
     if args.guidance is not None and args.guide is None:
@@ -116,7 +119,6 @@ def run(args) -> int:
 
     condition = parse_conditions(args.condition)
     check_condition(model.config, condition, args.num)   # before any work
-    fragment, num_atoms = fragment_and_size(args, model)
     if args.t_async is not None and args.t_async > model.config.timesteps:
         raise EADError(f"--t-async must be ≤ T = {model.config.timesteps}")
     import numpy as np
@@ -167,11 +169,11 @@ def run(args) -> int:
         print(f"warning: {diverged} of {args.num} molecules diverged (coordinates overflowed to inf/NaN) "
               "and were not written; count them as failures when scoring the sample", file=sys.stderr)
         if fragment is not None and settings.get("corrector_steps") and not model.trained_with_fragments:
-            # measured: on a model not trained with held fragments the corrector amplifies the
-            # off-distribution predictions (76 % of QM9 fragments diverged against 7 % without it)
+            # the corrector was asked for (the pipeline leaves it out otherwise, FRAGMENT_FALLBACK):
+            # on such a model it amplifies the off-distribution predictions
             print("hint: with a fragment, a model not trained with --fragment-share diverges far less "
-                  "without the corrector: --corrector-steps 0 --steps 100 --update sde-dpm2m "
-                  "(docs/fragments.md)", file=sys.stderr)
+                  "without the corrector: --corrector-steps 0 --steps 100 --update sde-dpm2m, what it "
+                  "uses when none of the three is given (docs/fragments.md)", file=sys.stderr)
     if recorder is not None:
         from ..viz.render import write_trajectory_outputs
 
