@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from sample_grid import difference  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "recipe-screen" / "results.json"
 # cells train here: a finished cell keeps its log.csv and train_config.json (its numbers are in the
 # results file); an unfinished one also its one resumable checkpoint, so the screen continues in a
@@ -157,13 +160,24 @@ def _mean_sd(vals: list[float]) -> str:
     return f"{100 * m:.1f} ± {100 * sd:.1f}"
 
 
+def against_edm(rows: list[dict], groups: dict, key: tuple, metric: str) -> str:
+    """The arm's pooled `metric` minus EDM's recipe's at the same preset, budget and C, over the
+    seeds both ran, with the 95 % interval of sampling alone (two proportions); '–' without them."""
+    base = groups.get((key[0], key[1], "edm", key[3]), [])
+    seeds = {r["seed"] for r in rows} & {r["seed"] for r in base}
+    if key[2] == "edm" or not seeds:
+        return "–"
+    return difference({"runs": base}, {"runs": rows}, metric, seeds=seeds)
+
+
 def table(res: dict) -> str:
     groups: dict = {}
     for row in res.values():
         key = (row["preset"], row["molecules"], row["arm"], row["window"])
         groups.setdefault(key, []).append(row)
     lines = ["| preset | molecules | arm | options | C | sampler | seeds | atom stab. | mol. stab. | validity | V×U | "
-             "train h / seed |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Δ mol. stab. vs edm [95 %] | Δ valid vs edm [95 %] | train h / seed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {arm: k for k, arm in enumerate(ARMS)}
     for key in sorted(groups, key=lambda k: (k[0], k[1], order.get(k[2], 99), k[3])):
         rows = sorted(groups[key], key=lambda r: r["seed"])
@@ -175,6 +189,7 @@ def table(res: dict) -> str:
             f"{rows[0]['sampler']} | {','.join(str(r['seed']) for r in rows)} | "
             f"{_mean_sd([r['atom_stability'] for r in rows])} | {_mean_sd([r['molecule_stability'] for r in rows])} | "
             f"{_mean_sd([r['validity'] for r in rows])} | {_mean_sd([r['valid_and_unique'] for r in rows])} | "
+            f"{against_edm(rows, groups, key, 'molecule_stability')} | {against_edm(rows, groups, key, 'validity')} | "
             f"{hours_text} |")
     return "\n".join(lines)
 

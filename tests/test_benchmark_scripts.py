@@ -325,3 +325,21 @@ def test_fragments_sampler_options_parse_as_ead_sample_flags():
     for bad in ("steps=0", "steps=x", "nosuch=1", "steps"):
         with pytest.raises(SystemExit):
             fragments.sampler_options([bad])
+
+
+def test_recipe_table_compares_each_arm_with_edm_on_shared_seeds():
+    import recipe_screen
+
+    def row(arm, seed, valid, window=9):
+        return {"arm": arm, "window": window, "seed": seed, "preset": "tiny", "molecules": 1000, "n": 1000,
+                "options": recipe_screen.ARMS[arm], "sampler": "adaptive", "atom_stability": 0.5,
+                "molecule_stability": 0.1, "validity": valid, "valid_and_unique": valid, "train_hours": 0.5}
+
+    res = {"a": row("edm", 0, 0.20), "b": row("edm", 1, 0.30), "c": row("x0", 0, 0.40),
+           "d": row("min-snr", 2, 0.10), "e": row("x0", 0, 0.50, window=0)}
+    lines = {line.split(" | ")[2] + line.split(" | ")[4]: line for line in recipe_screen.table(res).splitlines()[2:]}
+    # x0 at C = 9 ran seed 0 only: compared with EDM's seed 0 (20 %), not with its two-seed mean
+    assert "| +0.0 [-2.6, +2.6] | +20.0 [+16.1, +23.9] |" in lines["x09"]
+    assert "| – | – |" in lines["edm9"]
+    assert "| – | – |" in lines["min-snr9"]  # no seed in common with EDM's cells
+    assert "| – | – |" in lines["x00"]    # no EDM cell at C = 0
