@@ -343,3 +343,40 @@ def test_recipe_table_compares_each_arm_with_edm_on_shared_seeds():
     assert "| – | – |" in lines["edm9"]
     assert "| – | – |" in lines["min-snr9"]  # no seed in common with EDM's cells
     assert "| – | – |" in lines["x00"]    # no EDM cell at C = 0
+
+
+def test_convergence_study_cells_flatness_and_paired_report(tmp_path):
+    import convergence
+
+    runs = tmp_path / "runs"
+    for window, seed, steps in ((0, 0, 40), (9, 0, 40), (18, 0, 20), (0, 1, 40), (9, 1, 40)):
+        d = runs / convergence.run_name("tiny", window, seed)
+        (d / "model").mkdir(parents=True)
+        (d / "model" / "config.json").write_text(json.dumps({"card": {"training_steps": steps, "training_hours": 0.5}}))
+        falls = [1.0, 0.9, 0.8, 0.79, 0.789] if window else [1.0, 0.9, 0.8, 0.7, 0.6]
+        (d / "log.csv").write_text("step,loss,val_loss\n" + "".join(
+            f"{10 * (i + 1)},0.5,{v}\n" for i, v in enumerate(falls)))
+    cells = convergence.cells(runs, "tiny", [0, 9, 18], [0, 1], 40, 1000, sweep=True)
+    labels = [c["label"] for c in cells]
+    # the unfinished C = 18 run has no cells; C = 0 only the synchronous sampler; manual only at C = 9
+    assert not any(x.startswith("c18") for x in labels)
+    assert {x for x in labels if x.startswith("c0-s0")} == {"c0-s0-synchronous-100", "c0-s0-synchronous-1000"}
+    assert "c9-s1-manual-1000" in labels and labels.index("c9-s1-manual-100") < labels.index("c0-s0-synchronous-1000")
+    assert sum(x.startswith("c9-s0-adaptive-1000-") for x in labels) == len(convergence.SWEEP)
+    # last 20 % of steps = steps 40-50: 0.79 → 0.789 is flat, 0.7 → 0.6 is not
+    assert convergence.flatness(runs / "tiny-c9-s0" / "log.csv")["flat"]
+    assert not convergence.flatness(runs / "tiny-c0-s0" / "log.csv")["flat"]
+    table = convergence.training_table(runs)
+    assert "| tiny-c18-s0 | 20 | 1,280 |" in table and table.count("| no |") == 2
+
+    def entry(mol):
+        return {"molecules": 1000, "mean": {"atom_stability": 0.9, "molecule_stability": mol, "validity": 0.8,
+                                             "valid_and_unique": 0.8, "network_calls": 1001}}
+    res = {"c0-s0-synchronous-1000": entry(0.50), "c0-s1-synchronous-1000": entry(0.60),
+           "c9-s0-adaptive-1000": entry(0.55), "c9-s1-adaptive-1000": entry(0.69),
+           "c9-s0-adaptive-1000-w5": entry(0.45)}
+    main_table, sweep = convergence.render(res)
+    # per-seed differences +5 and +9: mean +7, t interval 7 ± 12.706 · 2.83 / 1.41
+    assert "| EAD (C = 9, adaptive) − EDM (C = 0) | 1000 | +0.0 [+0.0, +0.0] (2 seeds) | +7.0 [-18.4, +32.4] (2 seeds) |" in main_table
+    assert "| 0 | synchronous | 1000 | 0,1 | 1001 | 90.0 ± 0.0 | 55.0 ± 7.1 |" in main_table
+    assert "| 0.8 | 5 | 0 |" in sweep and "| -10.0 (1 seed) |" in sweep
