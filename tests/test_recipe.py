@@ -126,3 +126,23 @@ def test_a_cosine_run_refuses_another_length_on_resume(tmp_path):
     with pytest.raises(EADError, match="max-steps 3 → 9"):
         train(_cfg(tmp_path, max_steps=9))
     train(_cfg(tmp_path, max_steps=9, lr_schedule="constant", allow_changes=True))   # allowed, recorded
+
+
+def test_a_miscompiled_network_is_refused_before_training(tmp_path, monkeypatch):
+    """--compile first compares the compiled network's loss with the eager one's on the run's next
+    batch (torch 2.13's inductor computed a different loss for 6-layer EGNNs); a mismatch stops the
+    run with one line and writes nothing."""
+    import ead.train.generator as gen
+
+    def miscompile(model):   # what a wrong kernel does to the loss: the outputs move
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.01)
+
+    monkeypatch.setattr(gen, "compile_for_training", miscompile)
+    with pytest.raises(EADError, match="--compile changes this network's loss"):
+        train(_cfg(tmp_path / "bad", compile=True))
+    assert not (tmp_path / "bad" / "run" / "log.csv").exists()
+    monkeypatch.setattr(gen, "compile_for_training", lambda model: None)   # a faithful compilation
+    train(_cfg(tmp_path / "good", compile=True))
+    assert Checkpointer(tmp_path / "good" / "run").latest() is not None

@@ -123,8 +123,9 @@ def add(sub):
                         "(ead sample --fragment) is what the model learned (default 0 = off; "
                         "docs/fragments.md)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the network for training: a faster step, the same model "
-                        "(needs a C++ compiler on CPUs; the first steps wait for the compilation)")
+                   help="torch.compile the network for training: a faster step for small networks (1.2x "
+                        "for tiny), checked against the eager loss before the first step and refused "
+                        "where they differ (small and paper with torch 2.13); needs a C++ compiler on CPUs")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 

@@ -73,7 +73,7 @@ class TrainConfig:
     target: str = "eps"               # what the network predicts: "eps" (EDM) | "x0" | "v" | "x0-types"
     rbf: int = 0                      # > 0: radial-basis features of each distance beside d² (e.g. 16)
     self_condition: bool = False      # the network reads its previous clean estimate (Chen et al. 2022)
-    compile: bool = False             # torch.compile the denoiser for training (same numbers, faster step)
+    compile: bool = False             # torch.compile the denoiser for training (checked against eager first)
     max_molecule_atoms: int | None = None  # skip training molecules of more atoms (counted on stderr);
                                       # None = the preset's limit (model/config.py training_atoms_limit)
     allow_changes: bool = False       # resume with changed training settings (each logged at its step)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.batch import FeatureEncoder, MoleculeSet, SizeBucketBatches, collate
-from ..device import device_name, has_fast_bf16, set_threads
+from ..device import device_name, has_bf16_units, set_threads
 from ..diffusion.loss import TrainingWindow, diffusion_loss, step_generator
 from ..diffusion.noise import NoiseSchedule
 from ..errors import EADError
@@ -145,7 +145,11 @@ class GeneratorRun:
             self.step, elapsed = resumed_meta["step"], resumed_meta["elapsed_s"]
         elif init_meta is not None:
             self.lineage.append(segment(init_meta, str(cfg.init_from)))
+        eager = None
         if cfg.compile:
+            import copy
+
+            eager = copy.deepcopy(model)   # the same weights, run without compilation, for the check below
             compile_for_training(model)
         self.model, self.opt = fabric.setup(model, opt)
         self.raw_model = self.model.module if hasattr(self.model, "module") else self.model   # unwrapped
@@ -170,6 +174,25 @@ class GeneratorRun:
         self.finite = torch.ones((), dtype=torch.bool, device=device)
         self.norm, self.first_unchecked = None, self.step + 1
         self.summary = {"start_step": self.step}
+        if eager is not None:
+            self.check_compiled(eager.to(device))
+
+    def check_compiled(self, eager: torch.nn.Module) -> None:
+        """Refuse a compiled network whose loss on the next batch differs from the eager one's:
+        torch 2.13's inductor, with dynamic shapes and autograd on, computed a different loss for
+        EGNNs of 6 layers (the small and paper presets; 3 layers matched to float rounding)."""
+        batch = collate(self.train_set, self.order.at_step(self.step), self.encoder, self.train_context).to(self.device)
+        losses = []
+        for net in (eager, self.raw_model):
+            net.train()
+            with torch.enable_grad():
+                losses.append(float(diffusion_loss(
+                    net, self.noise, self.window, batch, step_generator(self.device, self.cfg.seed, self.step, self.rank),
+                    self.cfg.loss_weight, self.cfg.min_snr_gamma, self.cfg.fragment_share, self.model_cfg.target,
+                    self.model_cfg.self_condition).detach()))
+        if not abs(losses[1] - losses[0]) <= 1e-4 * abs(losses[0]):
+            raise EADError(f"--compile changes this network's loss (eager {losses[0]:.6g}, compiled {losses[1]:.6g} "
+                           "on the same batch): torch.compile miscompiles it here; train without --compile")
 
     def fit(self) -> dict:
         cfg, run_dir = self.cfg, self.run_dir
@@ -362,9 +385,9 @@ def sample_metrics(model: EAD, n: int, steps: int, seed: int) -> dict:
 
 def precision_warning(precision: str, device: torch.device) -> str | None:
     """A warning when bfloat16 training is asked for on a CPU that only emulates it: without AMX
-    tiles (e.g. AMD EPYC, Intel before Sapphire Rapids) a small-preset step took ~8 s in bf16-mixed
+    tiles or AVX-512 BF16 (e.g. an AVX2-only AMD EPYC) a small-preset step took ~8 s in bf16-mixed
     against ~1.1 s in 32-true on one thread (docs/speed.md), so the user should know at once."""
-    if device.type != "cpu" or "bf16" not in str(precision) or has_fast_bf16(device):
+    if device.type != "cpu" or "bf16" not in str(precision) or has_bf16_units(device):
         return None
-    return (f"warning: --precision {precision} on a CPU without AMX runs bfloat16 in emulation, "
-            "several times slower than --precision 32-true")
+    return (f"warning: --precision {precision} on a CPU without bfloat16 units (AMX or AVX-512 BF16) "
+            "runs bfloat16 in emulation, several times slower than --precision 32-true")
