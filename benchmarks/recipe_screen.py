@@ -98,7 +98,8 @@ def run_cell(arm: str, window: int, seed: int, a) -> dict:
     train = ead("train", "--data", "qm9", "--preset", a.preset, "--window", str(window), "--seed", str(seed),
                 "--batch-size", str(a.batch_size), "--max-steps", str(steps), "--threads", "1",
                 "--val-every", "0", "--ckpt-every", "500", "--keep-checkpoints", "1", "--quiet",
-                "--run-dir", str(run_dir), *(["--compile"] if a.compile else []), *ARMS[arm])
+                "--precision", a.precision, "--run-dir", str(run_dir), *(["--compile"] if a.compile else []),
+                *ARMS[arm])
     if train.returncode != 0:
         raise SystemExit(f"{name}: training failed: {train.stderr.strip().splitlines()[-1:]}")
     log = (run_dir / "log.csv").read_text().splitlines()
@@ -122,7 +123,7 @@ def run_cell(arm: str, window: int, seed: int, a) -> dict:
     card = json.loads((run_dir / "model" / "config.json").read_text()).get("card", {})
     return {"arm": arm, "window": window, "seed": seed, "preset": a.preset, "molecules": steps * a.batch_size,
             "batch_size": a.batch_size, "steps": steps, "options": ARMS[arm], "sampler": sampler,
-            "compiled": a.compile,
+            "compiled": a.compile, "precision": a.precision,
             "n": m["num_molecules"], "atom_stability": m["atom_stability"],
             "molecule_stability": m["molecule_stability"], "validity": m["validity"],
             "valid_and_unique": m["valid_and_unique"], "connectivity": m.get("connectivity"),
@@ -217,6 +218,8 @@ def main(argv=None) -> int:
     r.add_argument("--no-compile", dest="compile", action="store_false",
                    help="train eagerly (default: --compile, 1.21x faster per tiny step, the same model)")
     r.add_argument("--molecules-sampled", type=int, default=1000)
+    r.add_argument("--precision", default="32-true",
+                   help="training precision (Fabric's): bf16-mixed where the CPU has bf16 units (docs/speed.md)")
     r.set_defaults(fn=cmd_run)
     q = sub.add_parser("report", help="print the table (mean ± sd over seeds)")
     q.add_argument("--update-doc", default=None, help="write the table between the recipe-table markers")

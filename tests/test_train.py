@@ -239,19 +239,23 @@ def test_run_clock_turns_sigterm_into_a_stop_request_and_counts_earlier_time():
     assert signal.getsignal(signal.SIGTERM) == before
 
 
-def test_bf16_training_warns_only_on_a_cpu_without_amx(monkeypatch):
+def test_bf16_training_warns_only_on_a_cpu_without_bf16_units(monkeypatch):
     import torch
 
+    from ead import device as device_mod
     from ead.train import generator as train_mod
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    for amx in (True, False):
-        monkeypatch.setattr(train_mod, "has_fast_bf16", lambda device, amx=amx: amx)
+    monkeypatch.setattr(device_mod, "has_fast_bf16", lambda device: False)   # no AMX probe off Linux
+    for flags, fast in (({"avx2", "amx_bf16"}, True), ({"avx2", "avx512f", "avx512_bf16"}, True),
+                        ({"avx2", "avx512f"}, False), ({"avx2"}, False)):
+        monkeypatch.setattr(device_mod, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert device_mod.has_bf16_units(cpu) == fast
         warned = train_mod.precision_warning("bf16-mixed", cpu)
-        assert (warned is None) == amx
+        assert (warned is None) == fast
         assert train_mod.precision_warning("32-true", cpu) is None
         assert train_mod.precision_warning("bf16-mixed", gpu) is None
-    assert "32-true" in warned and "AMX" in warned
+    assert "32-true" in warned and "AVX-512 BF16" in warned
 
 
 def test_tensorboard_scalars_follow_the_log_and_a_resume_purges_the_lost_steps(tmp_path):
