@@ -46,7 +46,7 @@ def has_fast_bf16(device: torch.device) -> bool:
 
 def has_bf16_units(device: torch.device) -> bool:
     """True on CPUs that multiply bfloat16 matrices in hardware: AMX tiles, or AVX-512 BF16 (AMD
-    Zen 4, Intel Cooper Lake): there bf16-mixed training is faster than float32 (1.8x per small-preset
+    Zen 4, Intel Cooper Lake): there bf16-mixed training is faster than float32 (2.0-2.4x per
     step on AVX-512 BF16, docs/speed.md); elsewhere bfloat16 is emulated and several times slower."""
     if device.type != "cpu":
         return False

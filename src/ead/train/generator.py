@@ -5,6 +5,7 @@ and nodes, driven by the shared loop (loop.py). `train(cfg)` sets a run up (data
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import sys
@@ -147,8 +148,6 @@ class GeneratorRun:
             self.lineage.append(segment(init_meta, str(cfg.init_from)))
         eager = None
         if cfg.compile:
-            import copy
-
             eager = copy.deepcopy(model)   # the same weights, run without compilation, for the check below
             compile_for_training(model)
         self.model, self.opt = fabric.setup(model, opt)
