@@ -380,3 +380,17 @@ def test_convergence_study_cells_flatness_and_paired_report(tmp_path):
     assert "| EAD (C = 9, adaptive) − EDM (C = 0) | 1000 | +0.0 [+0.0, +0.0] (2 seeds) | +7.0 [-18.4, +32.4] (2 seeds) |" in main_table
     assert "| 0 | synchronous | 1000 | 0,1 | 1001 | 90.0 ± 0.0 | 55.0 ± 7.1 |" in main_table
     assert "| 0.8 | 5 | 0 |" in sweep and "| -10.0 (1 seed) |" in sweep
+
+
+def test_precision_curve_judges_blocks_against_the_loss_noise(tmp_path, capsys):
+    import precision_curve
+
+    rows = "step,loss\n" + "".join(f"{s},{0.3 + 0.01 * ((s // 50) % 2)}\n" for s in range(50, 1050, 50))
+    (tmp_path / "a.csv").write_text(rows)
+    (tmp_path / "same.csv").write_text(rows.replace(",0.3\n", ",0.3002\n"))
+    (tmp_path / "off.csv").write_text("step,loss\n" + "".join(f"{s},0.35\n" for s in range(50, 1050, 50)))
+    assert precision_curve.main([str(tmp_path / "a.csv"), str(tmp_path / "same.csv"), "--out", str(tmp_path / "c.png")]) == 0
+    assert "3 of 3 judged blocks within noise" in capsys.readouterr().out and (tmp_path / "c.png").stat().st_size > 0
+    assert precision_curve.main([str(tmp_path / "a.csv"), str(tmp_path / "off.csv")]) == 0
+    assert "0 of 3 judged blocks within noise" in capsys.readouterr().out
+    assert precision_curve.main([str(tmp_path / "a.csv"), str(tmp_path / "missing.csv")]) == 2
