@@ -226,15 +226,15 @@ def test_precision_auto_is_bf16_only_where_the_cpu_has_amx(trained, monkeypatch)
 
     cpu = torch.device("cpu")
     assert pipeline.resolve_precision("fp32", cpu) is None and pipeline.resolve_precision("bf16", cpu) == "bf16"
-    for amx in (True, False):
-        monkeypatch.setattr(pipeline, "has_fast_bf16", lambda device, amx=amx: amx)
-        assert pipeline.resolve_precision("auto", cpu) == ("bf16" if amx else None)
+    for units in (True, False):
+        monkeypatch.setattr(pipeline, "has_bf16_units", lambda device, units=units: units)
+        assert pipeline.resolve_precision("auto", cpu) == ("bf16" if units else None)
     with pytest.raises(EADError, match="precision"):
         pipeline.resolve_precision("int8", cpu)
     monkeypatch.undo()
     # the command line's default is auto; --precision fp32 turns it off; both are recorded
     model = str(trained / "run" / "model")
-    expect = "bf16" if pipeline.has_fast_bf16(cpu) else None
+    expect = "bf16" if pipeline.has_bf16_units(cpu) else None
     for flag, want in (([], expect), (["--precision", "fp32"], None)):
         out = trained / f"p{len(flag)}.sdf"
         assert main(["sample", "--model", model, "-n", "2", "-o", str(out), "--steps", "5", "--quiet", *flag]) == 0

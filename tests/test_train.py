@@ -246,7 +246,6 @@ def test_bf16_training_warns_only_on_a_cpu_without_bf16_units(monkeypatch):
     from ead.train import generator as train_mod
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(device_mod, "has_fast_bf16", lambda device: False)   # no AMX probe off Linux
     for flags, fast in (({"avx2", "amx_bf16"}, True), ({"avx2", "avx512f", "avx512_bf16"}, True),
                         ({"avx2", "avx512f"}, False), ({"avx2"}, False)):
         monkeypatch.setattr(device_mod, "cpu_flags", lambda flags=flags: frozenset(flags))

@@ -34,23 +34,17 @@ def cpu_flags() -> frozenset:
     return frozenset()
 
 
-def has_fast_bf16(device: torch.device) -> bool:
-    """True on CPUs with AMX-BF16 tiles (bf16 matrix products ~6.6x the fp32 rate measured here)."""
+def has_bf16_units(device: torch.device) -> bool:
+    """True on CPUs that multiply bfloat16 matrices in hardware: AMX tiles (Intel Sapphire Rapids
+    and later) or AVX-512 BF16 (AMD Zen 4, Intel Cooper Lake). There bf16 is faster than float32
+    (docs/speed.md: training steps 1.4x with AMX and 2.0-2.4x with AVX-512 BF16, sampling calls
+    1.3-2.2x and 1.7x); elsewhere bfloat16 is emulated and several times slower."""
     if device.type != "cpu":
         return False
     if cpu_flags():
-        return "amx_bf16" in cpu_flags()
+        return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)   # private: other OSes
     return bool(probe()) if probe is not None else False
-
-
-def has_bf16_units(device: torch.device) -> bool:
-    """True on CPUs that multiply bfloat16 matrices in hardware: AMX tiles, or AVX-512 BF16 (AMD
-    Zen 4, Intel Cooper Lake): there bf16-mixed training is faster than float32 (2.0-2.4x per
-    step on AVX-512 BF16, docs/speed.md); elsewhere bfloat16 is emulated and several times slower."""
-    if device.type != "cpu":
-        return False
-    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"}) or has_fast_bf16(device)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -59,15 +53,16 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def resolve_precision(precision: str | None, device: torch.device) -> str | None:
     """The network's sampling precision: None (float32) or "bf16" (bfloat16 autocast).
 
-    "auto" = bf16 on CPUs with AMX, where it is 1.3-1.8x faster per call and the molecules are the
-    same in distribution (docs/speed.md: same-seed cells agree within their standard errors); float32
-    elsewhere, GPUs included (bf16 there is a speed option, not yet checked for quality)."""
+    "auto" = bf16 on CPUs with bfloat16 units (AMX or AVX-512 BF16), where a call is 1.3-2.2x
+    faster and the molecules are the same in distribution (docs/speed.md: checked on both kinds,
+    same-seed cells agree within their standard errors); float32 elsewhere, GPUs included (bf16
+    there is a speed option, not yet checked for quality)."""
     if precision in (None, "fp32"):
         return None
     if precision == "bf16":
         return "bf16"
     if precision == "auto":
-        return "bf16" if has_fast_bf16(device) else None
+        return "bf16" if has_bf16_units(device) else None
     raise EADError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 

@@ -97,7 +97,7 @@ class EAD:
         # (2.1x faster per call on an H200, outputs equal to 3e-7: docs/speed.md); False = eager.
         self.cuda_graph = True
         # None = float32; "bf16" = the network in bfloat16 autocast (the noise process stays fp32);
-        # "auto" = bf16 where the CPU has AMX (`resolve_precision`; the command line's default)
+        # "auto" = bf16 where the CPU has AMX or AVX-512 BF16 (`resolve_precision`; the command line's default)
         self.autocast: str | None = None
         self._accelerated: tuple | None = None
         if dtype is not None:

@@ -38,7 +38,7 @@ def add(sub):
                    help="the samplers' update rule for the throughput table (e.g. sde-dpm2m)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                    help="the flat layout's sampling precision, as `ead sample` (default auto: bf16 "
-                        "on CPUs with AMX); the training step and the dense baseline stay float32")
+                        "on CPUs with AMX or AVX-512 BF16); the training step and the dense baseline stay float32")
     p.add_argument("--no-isolate", action="store_true",
                    help="measure in this process (faster; peak memory then mixes measurements)")
     p.add_argument("--check", action="store_true",

@@ -50,8 +50,8 @@ def add(sub):
     p.add_argument("--batch-size", type=positive_int, default=256, help="molecules per batch")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
-                   help="the network's precision: auto (default) = bf16 autocast on CPUs with AMX "
-                        "(1.3-1.8x faster, same molecules in distribution: docs/speed.md), float32 "
+                   help="the network's precision: auto (default) = bf16 autocast on CPUs with AMX or "
+                        "AVX-512 BF16 (1.3-2.2x faster, same molecules in distribution: docs/speed.md), float32 "
                         "elsewhere; fp32 = always float32 (bit-identical for the same seed and thread count; docs/reliability.md); bf16")
     p.add_argument("--no-cuda-graph", action="store_true",
                    help="on a GPU, call the network eagerly instead of replaying a CUDA graph")
