@@ -1,7 +1,7 @@
 """Does asynchronous diffusion beat EDM when both are trained to the end? (docs/async-vs-sync.md)
 
 Nine runs of one preset: window C = 0 (EDM), 9 and 18, three seeds each, with the same recipe, data
-order (per seed), learning-rate schedule and number of steps. The recipe holds the learning rate
+order (per seed), learning-rate schedule, precision and number of steps. The recipe holds the learning rate
 constant after its warm-up, so a flat validation loss over the last 20 % of training means the
 model has stopped improving at that rate, not that a decay has frozen it; `check` measures it.
 Each model is then sampled with every sampler that applies to it, at the paper's 1000 ancestral
@@ -74,7 +74,7 @@ def cmd_train(a) -> int:
             r = ead("train", "--data", "qm9", "--preset", a.preset, "--window", str(window), "--seed", str(seed),
                     "--batch-size", "64", "--max-steps", str(a.steps), "--threads", "1",
                     "--val-every", str(a.val_every), "--ckpt-every", "500", "--keep-checkpoints", "1", "--quiet",
-                    "--run-dir", str(run_dir), *(["--compile"] if a.compile else []), *RECIPE)
+                    "--precision", a.precision, "--run-dir", str(run_dir), *RECIPE)
             if r.returncode != 0:
                 raise SystemExit(f"{name}: training failed: {r.stderr.strip().splitlines()[-1:]}")
             if trained_steps(run_dir) != a.steps:
@@ -285,7 +285,9 @@ def main(argv=None) -> int:
         s.add_argument("--seeds", type=ints, default=[0, 1, 2])
         s.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps at batch 64 (every run)")
         if name == "train":
-            s.add_argument("--no-compile", dest="compile", action="store_false")
+            s.add_argument("--precision", default="bf16-mixed",
+                           help="the same for every run: bf16-mixed (eager) is the fastest tiny step on CPUs with "
+                                "bf16 units (docs/speed.md); 32-true elsewhere")
             s.add_argument("--val-every", type=int, default=VAL_EVERY)
         if name == "cells":
             s.add_argument("-n", type=int, default=1000, help="molecules per cell")
