@@ -193,6 +193,12 @@ def test_bench_quick_runs(capsys):
     assert "training step" in out and "EXTRAPOLATED" in out and "flat/dense" in out
     assert "micro    dense" in out and "GFLOP" in out
     assert "update rule sde-dpm2m" in out and "flat sampling float32 (--precision fp32" in out
+    # the bf16-mixed training step is timed (against the bf16 peak) where the CPU has bf16 units
+    import torch
+
+    from ead.device import has_bf16_units
+
+    assert ("micro    flat-bf16" in out) == has_bf16_units(torch.device("cpu"))
 
 
 def test_bench_rejects_unknown_preset(capsys):
