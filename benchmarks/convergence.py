@@ -124,6 +124,9 @@ def training_table(runs: Path) -> str:
 
 
 def cmd_check(a) -> int:
+    if not any((p / "log.csv").exists() for p in a.runs.glob("*")):
+        print(f"no study runs in {a.runs} yet: `convergence.py train` starts them", file=sys.stderr)
+        return 2
     print(training_table(a.runs))
     return 0
 
