@@ -55,6 +55,10 @@ def train(cfg: TrainConfig) -> dict:
     slow = precision_warning(cfg.precision, fabric.device)
     if slow and fabric.global_rank == 0:
         print(slow, file=sys.stderr)
+    if (not cfg.quiet and fabric.global_rank == 0 and str(cfg.precision) in ("32-true", "32")
+            and has_bf16_units(fabric.device)):
+        print("note: this CPU multiplies bfloat16 in hardware: --precision bf16-mixed trains 2.0-2.4x faster "
+              "per step here, with the float32 loss curve (docs/speed.md)", file=sys.stderr)
     train_set, valid_set, types, dataset = load_data(cfg)
     model_cfg = cfg.model_config(train_set, types, dataset, largest=int(valid_set.num_atoms.max()))
     if model_cfg.dummy:   # every molecule becomes max_atoms slots; p(M) stays the real sizes'
