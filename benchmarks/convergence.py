@@ -50,7 +50,6 @@ SETTINGS = {"1000": {"steps": 1000, "update": "ancestral", "corrector_steps": 0}
 # the paper's ablation around its default λ = 0.8, w = 2 (one setting changed at a time)
 SWEEP = {"l0.6": {"async_ratio": 0.6}, "l1.0": {"async_ratio": 1.0}, "w1": {"history": 1}, "w5": {"history": 5}}
 LABEL = re.compile(r"^c(?P<window>\d+)-s(?P<seed>\d+)-(?P<sampler>[a-z]+)-(?P<setting>\w+?)(?:-(?P<sweep>[\w.]+))?$")
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}   # Student's t, two-sided 95 %
 
 
 def run_name(preset: str, window: int, seed: int) -> str:
@@ -206,7 +205,9 @@ def paired(a: dict, b: dict, key: str) -> str:
         return "–"
     if len(d) == 1:
         return f"{d[0]:+.1f} (1 seed)"
-    half = T_975[len(d) - 1] * statistics.stdev(d) / len(d) ** 0.5
+    from scipy.stats import t
+
+    half = t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / len(d) ** 0.5
     m = statistics.mean(d)
     return f"{m:+.1f} [{m - half:+.1f}, {m + half:+.1f}] ({len(d)} seeds)"
 
