@@ -55,16 +55,17 @@ def train(cfg: TrainConfig) -> dict:
     slow = precision_warning(cfg.precision, fabric.device)
     if slow and fabric.global_rank == 0:
         print(slow, file=sys.stderr)
-    if (not cfg.quiet and fabric.global_rank == 0 and str(cfg.precision) in ("32-true", "32")
-            and has_bf16_units(fabric.device)):
-        print("note: this CPU multiplies bfloat16 in hardware: --precision bf16-mixed trains 2.0-2.4x faster "
-              "per step here, with the float32 loss curve (docs/speed.md)", file=sys.stderr)
     train_set, valid_set, types, dataset = load_data(cfg)
     model_cfg = cfg.model_config(train_set, types, dataset, largest=int(valid_set.num_atoms.max()))
     if model_cfg.dummy:   # every molecule becomes max_atoms slots; p(M) stays the real sizes'
         train_set = train_set.with_absent(model_cfg.max_atoms)
         valid_set = valid_set.with_absent(model_cfg.max_atoms)
     tensors = _check_saved_config(cfg, model_cfg, tensors, resumed_meta, init_meta)
+    # after the data and the saved settings are checked: bad input gets its one error line alone
+    if (not cfg.quiet and fabric.global_rank == 0 and str(cfg.precision) in ("32-true", "32")
+            and has_bf16_units(fabric.device)):
+        print("note: this CPU multiplies bfloat16 in hardware: --precision bf16-mixed trains 2.0-2.4x faster "
+              "per step here, with the float32 loss curve (docs/speed.md)", file=sys.stderr)
     changes = setting_changes(cfg, resumed_meta) if resumed_meta is not None else {}
     run = GeneratorRun(cfg, model_cfg, fabric, ckpt, train_set, valid_set, tensors, resumed_meta, init_meta)
     if changes:
