@@ -135,7 +135,7 @@ class Session:
 
 def train_cmd(a, run: str, window: int, extra: list[str], hours: float) -> list[str]:
     return [PY, "-m", "ead", "train", "--data", "qm9", "--preset", a.preset, "--window", str(window),
-            "--lr", str(a.lr), "--batch-size", str(a.batch_size), "--max-steps", "100000000",
+            "--lr", str(a.lr), "--warmup-steps", str(a.warmup_steps), "--batch-size", str(a.batch_size), "--max-steps", "100000000",
             "--max-hours", f"{hours:.5f}", "--log-every", "100", "--val-every", str(a.val_every),
             "--accelerator", a.accelerator, "--threads", "2", "--quiet", "--run-dir", run, *extra]
 
@@ -215,6 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="small")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup-steps", type=int, default=0,
+                   help="0, as every run this script has trained (they resume with it); ead train's default is 250")
     p.add_argument("--val-every", type=int, default=2000)
     p.add_argument("--study-ckpt-every", type=int, default=500)
     p.add_argument("--ship-from", default=(ROOT / "training" / "current_run").read_text().strip(),

@@ -26,9 +26,9 @@ field() { .venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]
 NEW_LR=5e-5
 # a cooldown stretch (cosine to 0 at its --max-steps) has ended: it is continued by a new stretch too
 if [ "$(field "$LATEST" batch_size)" = 64 ] && [ "$(field "$LATEST" lr_schedule)" != cosine ]; then
-  RUN=$LATEST; INIT=$(field "$LATEST" init_from); LR=$(field "$LATEST" lr)
+  RUN=$LATEST; INIT=$(field "$LATEST" init_from); LR=$(field "$LATEST" lr); WARMUP=$(field "$LATEST" warmup_steps)
 else
-  LR=$NEW_LR
+  LR=$NEW_LR; WARMUP=0   # the lineage continues from trained weights: no warm-up, as every stretch so far
   last=$(ls -d training/qm9-small-c9-cpu* training/logs/qm9-small-c9-cpu*.csv 2>/dev/null \
     | sed -n 's/.*-cpu\([0-9]*\)\(\.csv\)\{0,1\}$/\1/p' | sort -n | tail -1)
   RUN=training/qm9-small-c9-cpu$(( ${last:-0} + 1 )); INIT=$LATEST
@@ -40,7 +40,7 @@ fi
 # optimiser and EMA are float32 either way, so the run resumes in either precision. Override with --precision.
 PRECISION=32-true
 if grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo 2>/dev/null; then PRECISION=bf16-mixed; fi
-exec nohup nice .venv/bin/ead train --data qm9 --preset small --window 9 --lr "$LR" --batch-size 64 \
+exec nohup nice .venv/bin/ead train --data qm9 --preset small --window 9 --lr "$LR" --warmup-steps "${WARMUP:-0}" --batch-size 64 \
   --precision "$PRECISION" --init-from "$INIT" \
   --max-steps 1000000 --ckpt-every 500 --log-every 100 --val-every 4000 --keep-checkpoints 1 \
   --threads 1 --quiet --accelerator cpu --run-dir "$RUN" "$@" >> "$RUN.out" 2>&1

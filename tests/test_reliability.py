@@ -39,10 +39,10 @@ def test_resume_with_changed_settings_is_refused_unless_allowed_and_then_recorde
     capsys.readouterr()
     assert _train(tmp_path, data, "--max-steps", "4", "--lr", "0.01", "--no-clip-grad") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "lr 0.0001 → 0.01" in err[0] and "clip-grad True → False" in err[0]
+    assert len(err) == 1 and "lr 0.0003 → 0.01" in err[0] and "clip-grad True → False" in err[0]
     assert _train(tmp_path, data, "--max-steps", "4", "--lr", "0.01", "--no-clip-grad", "--allow-changes") == 0
     card = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["card"]
-    assert card["setting_changes"] == [{"step": 3, "lr": [0.0001, 0.01], "clip_grad": [True, False]}]
+    assert card["setting_changes"] == [{"step": 3, "lr": [0.0003, 0.01], "clip_grad": [True, False]}]
     # the new settings are now the run's: resuming with them again is no change
     assert _train(tmp_path, data, "--max-steps", "5", "--lr", "0.01", "--no-clip-grad") == 0
 

@@ -35,7 +35,8 @@ def add(sub):
     p.add_argument("--noise-schedule", default=D("noise_schedule"), choices=list(SCHEDULES))
     p.add_argument("--timesteps", type=positive_int, default=D("timesteps"), help=f"T (default {D('timesteps')})")
     p.add_argument("--batch-size", type=positive_int, default=D("batch_size"))
-    p.add_argument("--lr", type=positive_float, default=D("lr"))
+    p.add_argument("--lr", type=positive_float, default=D("lr"),
+                   help="peak learning rate, reached after --warmup-steps (default %(default)s; EDM: 1e-4; docs/recipe.md)")
     p.add_argument("--ema-decay", type=float, default=D("ema_decay"))
     p.add_argument("--no-clip-grad", action="store_true", help="turn off EDM's adaptive clipping")
     p.add_argument("--max-steps", type=nonneg_int, default=D("max_steps"))
@@ -97,7 +98,7 @@ def add(sub):
     p.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default=D("lr_schedule"),
                    help="constant (EDM, default) or cosine: from --lr down to 0 at --max-steps")
     p.add_argument("--warmup-steps", type=nonneg_int, default=D("warmup_steps"),
-                   help="linear learning-rate warm-up over the first N steps (default 0)")
+                   help="linear learning-rate warm-up over the first N steps (default %(default)s; EDM: 0)")
     p.add_argument("--loss-weight", choices=list(LOSS_WEIGHTS), default=D("loss_weight"),
                    help="weight of each atom's error over t: uniform (EDM, default) or min-snr "
                         "(the clean-data weight SNR capped at γ, Hang et al. 2023; on ε: min(SNR, γ)/SNR)")
