@@ -57,8 +57,8 @@ ARMS = {   # what each arm changes of EDM_RECIPE (a later flag wins)
 ARMS["x0-cosine"] = ARMS["x0"] + ARMS["cosine"]   # the two leaders at seed 0 together
 
 
-def cell_name(arm: str, window: int, seed: int, preset: str, molecules: int) -> str:
-    return f"{preset}-{molecules // 1000}k-{arm}-c{window}-s{seed}"
+def cell_name(arm: str, window: int, seed: int, preset: str, molecules: int, tag: str = "") -> str:
+    return f"{preset}-{molecules // 1000}k-{arm}-c{window}-s{seed}" + (f"-{tag}" if tag else "")
 
 
 def ead(*args: str, threads: int = 1) -> subprocess.CompletedProcess:
@@ -93,7 +93,7 @@ def replace_block(doc: Path, block: str, text: str) -> None:
 
 
 def run_cell(arm: str, window: int, seed: int, a) -> dict:
-    name = cell_name(arm, window, seed, a.preset, a.molecules)
+    name = cell_name(arm, window, seed, a.preset, a.molecules, a.tag)
     run_dir = RUNS / name
     steps = a.molecules // a.batch_size
     t0 = time.time()
@@ -142,7 +142,7 @@ def cmd_run(a) -> int:
     for seed in map(int, a.seeds.split(",")):
         for arm in arms:
             for window in map(int, a.windows.split(",")):
-                name = cell_name(arm, window, seed, a.preset, a.molecules)
+                name = cell_name(arm, window, seed, a.preset, a.molecules, a.tag)
                 if name in load_results():
                     continue
                 print(f"{time.strftime('%H:%M:%S')} {name} …", flush=True)
@@ -164,9 +164,9 @@ def _mean_sd(vals: list[float]) -> str:
 
 
 def against_edm(rows: list[dict], groups: dict, key: tuple, metric: str) -> str:
-    """The arm's pooled `metric` minus EDM's recipe's at the same preset, budget and C, over the
+    """The arm's pooled `metric` minus EDM's recipe's at the same preset, budget, C and training, over the
     seeds both ran, with the 95 % interval of sampling alone (two proportions); '–' without them."""
-    base = groups.get((key[0], key[1], "edm", key[3]), [])
+    base = groups.get((key[0], key[1], "edm", *key[3:]), [])   # trained the same way
     seeds = {r["seed"] for r in rows} & {r["seed"] for r in base}
     if key[2] == "edm" or not seeds:
         return "–"
@@ -182,15 +182,15 @@ def trained_in(row: dict) -> str:
 def table(res: dict) -> str:
     groups: dict = {}
     for row in res.values():
-        key = (row["preset"], row["molecules"], row["arm"], row["window"])
+        key = (row["preset"], row["molecules"], row["arm"], row["window"], trained_in(row))
         groups.setdefault(key, []).append(row)
     lines = ["| preset | molecules | arm | options | C | sampler | seeds | atom stab. | mol. stab. | validity | V×U | "
              "Δ mol. stab. vs edm [95 %] | Δ valid vs edm [95 %] | trained in | train h / seed |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {arm: k for k, arm in enumerate(ARMS)}
-    for key in sorted(groups, key=lambda k: (k[0], k[1], order.get(k[2], 99), k[3])):
+    for key in sorted(groups, key=lambda k: (k[0], k[1], order.get(k[2], 99), k[3], k[4])):
         rows = sorted(groups[key], key=lambda r: r["seed"])
-        preset, molecules, arm, window = key
+        preset, molecules, arm, window, _ = key
         hours = [r["train_hours"] for r in rows if r.get("train_hours") is not None]
         hours_text = f"{sum(hours) / len(hours):.2f}" if hours else "–"
         lines.append(
@@ -223,6 +223,8 @@ def main(argv=None) -> int:
                    help="training molecules per cell (default 1,000,000: at 320,000 every arm of the "
                         "tiny preset sat at ~20 %% atom stability and 0 %% molecule stability)")
     r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--tag", default="", help="appended to the cells' names: the same arm, seed and C trained "
+                                             "another way (e.g. --tag bf16 with --precision bf16-mixed)")
     r.add_argument("--no-compile", dest="compile", action="store_false",
                    help="train eagerly (default: --compile, 1.21x faster per tiny step, the same model)")
     r.add_argument("--molecules-sampled", type=int, default=1000)

@@ -343,6 +343,12 @@ def test_recipe_table_compares_each_arm_with_edm_on_shared_seeds():
     assert "| – | – |" in lines["edm9"]
     assert "| – | – |" in lines["min-snr9"]  # no seed in common with EDM's cells
     assert "| – | – |" in lines["x00"]    # no EDM cell at C = 0
+    # the same arm and seed trained in another precision is a row of its own, not pooled as a second seed
+    res["f"] = {**row("x0", 0, 0.60), "precision": "bf16-mixed"}
+    x0_rows = [line for line in recipe_screen.table(res).splitlines() if "| x0 |" in line and "| 9 |" in line]
+    assert len(x0_rows) == 2 and all("| 0 |" in line for line in x0_rows)
+    assert any("| 60.0 |" in line and "bf16-mixed" in line for line in x0_rows)
+    assert recipe_screen.cell_name("x0", 9, 0, "tiny", 1_000_000, "bf16") == "tiny-1000k-x0-c9-s0-bf16"
 
 
 def test_convergence_study_cells_flatness_and_paired_report(tmp_path):
