@@ -94,7 +94,8 @@ def test_a_dummy_model_learns_which_slots_are_empty(tmp_path, qm9_train):
     run = tmp_path / "run"
     s = train(TrainConfig(run_dir=str(run), preset="tiny", size_mode="dummy", limit_molecules=8,
                           batch_size=8, lr=2e-3, ema_decay=0.9, max_steps=250, val_every=0,
-                          ckpt_every=250, log_every=50, quiet=True, threads=1, accelerator="cpu"))
+                          ckpt_every=250, log_every=50, quiet=True, threads=1, accelerator="cpu",
+                          warmup_steps=0, precision="32-true"))   # the settings its threshold was set with
     model = EAD.from_pretrained(run / "model")
     cfg = model.config
     assert s["step"] == 250 and cfg.dummy and cfg.max_atoms == 29 and cfg.absent_bias == cfg.window

@@ -14,8 +14,8 @@ from ead.train import Checkpointer, TrainConfig, train, validation_loss
 
 def _cfg(tmp_path, **kw):
     base = dict(run_dir=str(tmp_path / "run"), preset="tiny", limit_molecules=8, batch_size=8,
-                lr=2e-3, ema_decay=0.9, max_steps=300, val_every=0, ckpt_every=300, log_every=50,
-                quiet=True, threads=1)
+                lr=2e-3, warmup_steps=0, ema_decay=0.9, max_steps=300, val_every=0, ckpt_every=300,
+                log_every=50, quiet=True, threads=1, precision="32-true")   # fixed whatever the defaults
     base.update(kw)
     return TrainConfig(**base)
 
@@ -316,6 +316,35 @@ def test_float32_training_on_a_cpu_with_bf16_units_points_to_bf16_mixed(tmp_path
     for units in (True, False):
         monkeypatch.setattr(train_mod, "has_bf16_units", lambda device, units=units: units)
         train(TrainConfig(run_dir=str(tmp_path / str(units)), preset="micro", limit_molecules=16, batch_size=8,
-                          max_steps=1, val_every=0, ckpt_every=1, threads=1, accelerator="cpu"))
+                          max_steps=1, val_every=0, ckpt_every=1, threads=1, accelerator="cpu",
+                          precision="32-true"))   # asked for explicitly: "auto" would pick bf16 there
         err = capsys.readouterr().err
         assert ("--precision bf16-mixed trains 2.0-2.4x faster" in err) == units
+
+
+def test_auto_precision_picks_bf16_only_on_cpus_with_bf16_units_and_keeps_a_resumed_runs(monkeypatch):
+    from ead import device as device_mod
+
+    for units, expect in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(device_mod, "has_bf16_units", lambda device, units=units: units)
+        assert device_mod.training_precision("auto", "cpu") == expect
+        assert device_mod.training_precision("auto", "cpu", saved="32-true") == "32-true"   # a resumed run's own
+        assert device_mod.training_precision("16-mixed", "cpu") == "16-mixed"               # asked for: kept
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device_mod.training_precision("auto", "auto") == "32-true"   # a GPU: float32 until bf16 is checked there
+
+
+def test_a_float32_run_resumed_with_auto_precision_stays_float32(tmp_path, monkeypatch):
+    from ead import device as device_mod
+    from ead.train import TrainConfig, train
+
+    def cfg(steps, precision):
+        return TrainConfig(run_dir=str(tmp_path / "run"), preset="micro", limit_molecules=16, batch_size=8,
+                           max_steps=steps, val_every=0, ckpt_every=1, threads=1, accelerator="cpu",
+                           precision=precision, quiet=True)
+
+    train(cfg(1, "32-true"))
+    monkeypatch.setattr(device_mod, "has_bf16_units", lambda device: True)   # as on an AMX or Zen 4 CPU
+    assert train(cfg(2, "auto"))["step"] == 2     # resumes: no refused "precision change"
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["precision"] == "32-true"

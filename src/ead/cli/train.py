@@ -59,7 +59,10 @@ def add(sub):
     p.add_argument("--accelerator", default=D("accelerator"), help="auto | cpu | cuda (Lightning Fabric)")
     p.add_argument("--devices", type=positive_int, default=D("devices"), help="GPUs (or processes) per node")
     p.add_argument("--num-nodes", type=positive_int, default=D("num_nodes"))
-    p.add_argument("--precision", default=D("precision"), help="Fabric precision, e.g. bf16-mixed")
+    p.add_argument("--precision", default=D("precision"),
+                   help="Fabric's training precision (32-true, bf16-mixed, …) or auto: a resumed run keeps its "
+                        "own, a new one trains in bf16-mixed on a CPU with bfloat16 units (AMX or AVX-512 BF16) "
+                        "and in 32-true elsewhere (default %(default)s; docs/speed.md)")
     add_threads_flag(p)
     p.add_argument("--condition", metavar="PROPS",
                    help="train a conditional model on these properties, comma-separated: QM9's alpha, "

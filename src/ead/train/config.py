@@ -47,7 +47,7 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
-    precision: str = "32-true"
+    precision: str = "auto"           # bf16-mixed on CPUs with bfloat16 units, else 32-true (device.training_precision)
     threads: int | None = None        # CPU threads (torch.set_num_threads)
     quiet: bool = False
     limit_molecules: int | None = None  # train on the first N training molecules (tests, overfitting)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..data.batch import FeatureEncoder, MoleculeSet, SizeBucketBatches, collate
-from ..device import device_name, has_bf16_units, set_threads
+from ..device import device_name, has_bf16_units, set_threads, training_precision
 from ..diffusion.loss import TrainingWindow, diffusion_loss, step_generator
 from ..diffusion.noise import NoiseSchedule
 from ..errors import EADError
@@ -49,6 +49,9 @@ def train(cfg: TrainConfig) -> dict:
     elif cfg.init_from:
         tensors, init_meta = Checkpointer.load(checkpoint_path(cfg.init_from))
 
+    # "auto": what a resumed run trained in, else bf16-mixed on a CPU with bfloat16 units
+    saved_precision = resumed_meta["train_config"].get("precision") if resumed_meta is not None else None
+    cfg = dataclasses.replace(cfg, precision=training_precision(cfg.precision, cfg.accelerator, saved_precision))
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                     precision=cfg.precision)
     fabric.launch()
