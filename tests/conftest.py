@@ -40,3 +40,16 @@ def micro_ead(sizes: dict, window: int = 3):
 
     torch.manual_seed(0)
     return EAD(ModelConfig.from_preset("micro", size_histogram=sizes, window=window), device="cpu")
+
+
+@pytest.fixture
+def busy_machine(monkeypatch):
+    """As on a machine whose CPUs other processes keep busy: the thread rule picks fewer threads
+    than cores and says so on stderr (on one core there is nothing to say)."""
+    from ead import device
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(device, "busy_cpus", lambda mine: float(len(mine)))
+    yield
+    torch.set_num_threads(threads)

@@ -64,7 +64,7 @@ def _fails(argv, capsys, match):
     return err
 
 
-def test_bad_flags(trained, capsys):
+def test_bad_flags(trained, capsys, busy_machine):
     model = str(trained / "run" / "model")
     out = trained / "never.sdf"
     cases = [
@@ -114,7 +114,7 @@ def test_bad_models(trained, capsys, tmp_path):
     assert not out.exists()
 
 
-def test_bad_training_data(tmp_path, capsys, monkeypatch):
+def test_bad_training_data(tmp_path, capsys, monkeypatch, busy_machine):
     from ead.train import generator
     # as on a CPU with bfloat16 units, where training prints a precision note: bad data still gets one line
     monkeypatch.setattr(generator, "has_bf16_units", lambda device: True)

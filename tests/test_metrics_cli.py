@@ -125,7 +125,7 @@ def test_bad_records_are_counted_and_named(files, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content", [None, ""])
-def test_missing_or_empty_file_is_one_line_error(tmp_path, capsys, content):
+def test_missing_or_empty_file_is_one_line_error(tmp_path, capsys, content, busy_machine):
     path = tmp_path / "x.sdf"
     if content is not None:
         path.write_text(content)

@@ -258,7 +258,7 @@ def test_cli_sample_with_trajectory(model_dir, tmp_path, capsys):
         np.testing.assert_allclose(tr.final_positions, pos, atol=1e-3)   # SDF keeps 4 decimals
 
 
-def test_cli_view_and_errors(model_dir, molecules, tmp_path, capsys):
+def test_cli_view_and_errors(model_dir, molecules, tmp_path, capsys, busy_machine):
     mols, bad = molecules
     write_sdf(tmp_path / "m.sdf", mols[:2] + [bad])
     assert main(["view", str(tmp_path / "m.sdf"), "-o", str(tmp_path / "pics")]) == 0

@@ -152,7 +152,6 @@ def run(args) -> int:
     from ..metrics.evaluate import evaluate_molecules   # RDKit loads only when evaluating
     from ..progress import showing
 
-    set_threads(args.threads, args.quiet)
     molecules, bad, props = _read(args.files)
     if args.limit is not None:
         molecules, props = molecules[: args.limit], props[: args.limit]
@@ -166,6 +165,7 @@ def run(args) -> int:
         name = predictor.config.property
         targets = record_values(props, (name,), "target",
                                 f" (sample with a model conditioned on {name}, or add the field)")[:, 0]
+    set_threads(args.threads, args.quiet)   # after the inputs are read: bad input gets its one error line alone
     checks = ["protocol"]
     checks += [c for c, on in (("posebusters", args.posebusters),
                                ("distribution", args.distribution),

@@ -98,8 +98,6 @@ def run(args) -> int:
         raise EADError(f"output folder {out.parent} does not exist")
     args.model = args.model or default_model(args.fragment is not None)
     model = EAD.from_pretrained(args.model, device=args.device)
-    if model.device.type == "cpu":
-        set_threads(args.threads, args.quiet)
     model.cuda_graph = not args.no_cuda_graph
     model.autocast = args.precision
     options = config_values(args, SamplerConfig)
@@ -125,6 +123,8 @@ def run(args) -> int:
 
     if args.trajectory and Path(args.trajectory).exists() and not Path(args.trajectory).is_dir():
         raise EADError(f"--trajectory {args.trajectory} exists and is not a folder")
+    if model.device.type == "cpu":   # after every check: bad input gets its one error line alone
+        set_threads(args.threads, args.quiet)
     types = np.asarray(model.config.feature_types)
     t0 = time.time()
     calls, done, empty, diverged = 0, 0, 0, 0

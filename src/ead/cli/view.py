@@ -40,7 +40,7 @@ def run(args) -> int:
 
     if not Path(args.file).exists():
         raise EADError(f"no such file or folder: {args.file}")
-    set_threads(args.threads, args.quiet)
+    set_threads(args.threads, quiet=True)   # drawing is RDKit's: the thread count is not worth a line
     res = view_file(args.file, args.output, max_molecules=args.max_molecules, columns=args.columns,
                     progress=showing(args.quiet, args.progress))
     if not args.quiet:

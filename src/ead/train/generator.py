@@ -37,7 +37,6 @@ def train(cfg: TrainConfig) -> dict:
     """Train (or resume) the run in cfg.run_dir. Returns a summary dict."""
     from lightning.fabric import Fabric
 
-    set_threads(cfg.threads, cfg.quiet)
     cfg.check()
     ckpt = Checkpointer(Path(cfg.run_dir), keep=cfg.keep_checkpoints)
     for folder in (ckpt.root, Path(cfg.run_dir), Path(cfg.run_dir) / "model"):
@@ -64,12 +63,13 @@ def train(cfg: TrainConfig) -> dict:
         train_set = train_set.with_absent(model_cfg.max_atoms)
         valid_set = valid_set.with_absent(model_cfg.max_atoms)
     tensors = _check_saved_config(cfg, model_cfg, tensors, resumed_meta, init_meta)
+    changes = setting_changes(cfg, resumed_meta) if resumed_meta is not None else {}
     # after the data and the saved settings are checked: bad input gets its one error line alone
+    set_threads(cfg.threads, cfg.quiet)
     if (not cfg.quiet and fabric.global_rank == 0 and str(cfg.precision) in ("32-true", "32")
             and has_bf16_units(fabric.device)):
         print("note: this CPU multiplies bfloat16 in hardware: --precision bf16-mixed trains 2.0-2.4x faster "
               "per step here, with the float32 loss curve (docs/speed.md)", file=sys.stderr)
-    changes = setting_changes(cfg, resumed_meta) if resumed_meta is not None else {}
     run = GeneratorRun(cfg, model_cfg, fabric, ckpt, train_set, valid_set, tensors, resumed_meta, init_meta)
     if changes:
         run.changes.append({"step": run.step, **changes})
