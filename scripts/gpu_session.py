@@ -135,7 +135,8 @@ class Session:
 
 def train_cmd(a, run: str, window: int, extra: list[str], hours: float) -> list[str]:
     return [PY, "-m", "ead", "train", "--data", "qm9", "--preset", a.preset, "--window", str(window),
-            "--lr", str(a.lr), "--warmup-steps", str(a.warmup_steps), "--batch-size", str(a.batch_size), "--max-steps", "100000000",
+            "--lr", str(a.lr), "--warmup-steps", str(a.warmup_steps), "--batch-size", str(a.batch_size),
+            "--max-steps", "100000000",
             "--max-hours", f"{hours:.5f}", "--log-every", "100", "--val-every", str(a.val_every),
             "--accelerator", a.accelerator, "--threads", "2", "--quiet", "--run-dir", run, *extra]
 

@@ -35,12 +35,10 @@ else
   echo "$RUN" > training/current_run
   echo "new CPU stretch $RUN --init-from $INIT (training/current_run updated)"
 fi
-# bf16-mixed only where the CPU has bfloat16 units (AMX tiles or AVX-512 BF16): elsewhere (e.g. an
-# AVX2-only AMD EPYC) bfloat16 is emulated and a step took ~8 s instead of ~0.4 s. The weights,
-# optimiser and EMA are float32 either way, so the run resumes in either precision. Override with --precision.
-PRECISION=32-true
-if grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo 2>/dev/null; then PRECISION=bf16-mixed; fi
+# The precision is ead train's default, auto: a new stretch trains in bf16-mixed where the CPU has
+# bfloat16 units (AMX tiles or AVX-512 BF16; elsewhere bfloat16 is emulated, ~8 s per step instead
+# of ~0.4 s) and in float32 elsewhere; a resumed stretch keeps its own. Override with --precision.
 exec nohup nice .venv/bin/ead train --data qm9 --preset small --window 9 --lr "$LR" --warmup-steps "${WARMUP:-0}" --batch-size 64 \
-  --precision "$PRECISION" --init-from "$INIT" \
+  --init-from "$INIT" \
   --max-steps 1000000 --ckpt-every 500 --log-every 100 --val-every 4000 --keep-checkpoints 1 \
   --threads 1 --quiet --accelerator cpu --run-dir "$RUN" "$@" >> "$RUN.out" 2>&1
