@@ -313,13 +313,21 @@ def test_float32_training_on_a_cpu_with_bf16_units_points_to_bf16_mixed(tmp_path
     from ead.train import TrainConfig, train
     from ead.train import generator as train_mod
 
+    def cfg(units, steps, precision, **kw):
+        return TrainConfig(run_dir=str(tmp_path / str(units)), preset="micro", limit_molecules=16, batch_size=8,
+                           max_steps=steps, val_every=0, ckpt_every=1, threads=1, accelerator="cpu",
+                           precision=precision, **kw)
+
     for units in (True, False):
         monkeypatch.setattr(train_mod, "has_bf16_units", lambda device, units=units: units)
-        train(TrainConfig(run_dir=str(tmp_path / str(units)), preset="micro", limit_molecules=16, batch_size=8,
-                          max_steps=1, val_every=0, ckpt_every=1, threads=1, accelerator="cpu",
-                          precision="32-true"))   # asked for explicitly: "auto" would pick bf16 there
+        train(cfg(units, 1, "32-true"))   # asked for explicitly: "auto" would pick bf16 there
         err = capsys.readouterr().err
-        assert ("--precision bf16-mixed trains 2.0-2.4x faster" in err) == units
+        assert ("note: this CPU multiplies bfloat16 in hardware: --precision bf16-mixed trains" in err) == units
+    # a resumed float32 run: the advice must be one that works (precision is a recorded change)
+    monkeypatch.setattr(train_mod, "has_bf16_units", lambda device: True)
+    train(cfg(True, 2, "auto"))
+    assert "--precision bf16-mixed --allow-changes (recorded in the card) trains" in capsys.readouterr().err
+    assert train(cfg(True, 3, "bf16-mixed", allow_changes=True))["step"] == 3
 
 
 def test_auto_precision_picks_bf16_only_on_cpus_with_bf16_units_and_keeps_a_resumed_runs(monkeypatch):

@@ -68,8 +68,10 @@ def train(cfg: TrainConfig) -> dict:
     set_threads(cfg.threads, cfg.quiet)
     if (not cfg.quiet and fabric.global_rank == 0 and str(cfg.precision) in ("32-true", "32")
             and has_bf16_units(fabric.device)):
-        print("note: this CPU multiplies bfloat16 in hardware: --precision bf16-mixed trains 2.0-2.4x faster "
-              "per step here, with the float32 loss curve (docs/speed.md)", file=sys.stderr)
+        how = ("--precision bf16-mixed --allow-changes (recorded in the card)" if resumed_meta is not None
+               else "--precision bf16-mixed")
+        print(f"note: this CPU multiplies bfloat16 in hardware: {how} trains 2.0-2.4x faster per step here, "
+              "with the float32 loss curve (docs/speed.md)", file=sys.stderr)
     run = GeneratorRun(cfg, model_cfg, fabric, ckpt, train_set, valid_set, tensors, resumed_meta, init_meta)
     if changes:
         run.changes.append({"step": run.step, **changes})
