@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -78,8 +79,21 @@ def cmd_train(a) -> int:
                 raise SystemExit(f"{name}: training failed: {r.stderr.strip().splitlines()[-1:]}")
             if trained_steps(run_dir) != a.steps:
                 raise SystemExit(f"{name}: stopped at step {trained_steps(run_dir)} of {a.steps}; run again to continue")
+            keep_budget(run_dir, a.steps)
             print(f"{time.strftime('%H:%M:%S')} {name}: {flatness(run_dir / 'log.csv')['text']}", flush=True)
     return 0
+
+
+def keep_budget(run_dir: Path, steps: int) -> None:
+    """Keep the model exported at this budget as model-STEPS (not in git): when the budget is extended,
+    the shorter one can still be sampled, so the table shows how quality moves with training."""
+    kept = run_dir / f"model-{steps}"
+    if kept.exists():
+        return
+    tmp = run_dir / f".model-{steps}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run_dir / "model", tmp)
+    tmp.rename(kept)
 
 
 def trained_steps(run_dir: Path) -> int | None:
@@ -132,9 +146,17 @@ def cmd_check(a) -> int:
 
 # ------------------------------------------------------------------------------------ sampling cells
 
-def model_path(runs: Path, preset: str, window: int, seed: int) -> str:
-    """A run's exported model, relative to the repository when it lies inside it (cells travel)."""
-    path = (runs / run_name(preset, window, seed) / "model").resolve()
+def model_at(run_dir: Path, steps: int) -> Path | None:
+    """The run's model after `steps` training steps: the one kept at that budget, or the current
+    export when the run stands there; None when it has neither."""
+    if (run_dir / f"model-{steps}" / "config.json").exists():
+        return run_dir / f"model-{steps}"
+    return run_dir / "model" if trained_steps(run_dir) == steps else None
+
+
+def model_path(runs: Path, preset: str, window: int, seed: int, steps: int) -> str:
+    """A run's model at `steps`, relative to the repository when it lies inside it (cells travel)."""
+    path = model_at(runs / run_name(preset, window, seed), steps).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
@@ -142,10 +164,10 @@ def cells(runs: Path, preset: str, windows, seeds, steps: int, n: int, sweep: bo
     """The sampling cells of every finished run, cheapest first: the 100-step cells, then the
     1000-step ones, then (with `sweep`) the λ / w ablation of the C = 9 models at 1000 steps."""
     out = []
-    finished = [(w, s) for s in seeds for w in windows if trained_steps(runs / run_name(preset, w, s)) == steps]
+    finished = [(w, s) for s in seeds for w in windows if model_at(runs / run_name(preset, w, s), steps)]
     for setting in ("100", "1000"):
         for window, seed in finished:
-            model = model_path(runs, preset, window, seed)
+            model = model_path(runs, preset, window, seed, steps)
             for sampler in samplers_for(window):
                 out.append({"label": f"c{window}-s{seed}-{sampler}-{setting}", "model": model, "sampler": sampler,
                             "n": n, "seeds": [0], "options": SETTINGS[setting]})
@@ -153,7 +175,7 @@ def cells(runs: Path, preset: str, windows, seeds, steps: int, n: int, sweep: bo
         for window, seed in finished:
             if window != 9:
                 continue
-            model = model_path(runs, preset, window, seed)
+            model = model_path(runs, preset, window, seed, steps)
             for key, opts in SWEEP.items():
                 out.append({"label": f"c{window}-s{seed}-adaptive-1000-{key}", "model": model, "sampler": "adaptive",
                             "n": n, "seeds": [0], "options": {**SETTINGS["1000"], **opts}})
@@ -267,7 +289,7 @@ def cmd_report(a) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1, default=str))
     if a.update_doc:
-        replace_between(a.update_doc, *markers(BLOCK), main_table)
+        replace_between(a.update_doc, *markers(a.block), main_table)
         replace_between(a.update_doc, *markers(TRAIN_BLOCK), training_table(a.runs))
         if sweep_table:
             replace_between(a.update_doc, *markers(SWEEP_BLOCK), sweep_table)
@@ -301,6 +323,8 @@ def main(argv=None) -> int:
             s.add_argument("--posebusters", type=int, default=0, metavar="N", help="PoseBusters on N molecules per cell")
             s.add_argument("--json", default=None)
             s.add_argument("--update-doc", default=None, metavar="MD")
+            s.add_argument("--block", default=BLOCK,
+                           help="the doc's marker block for the table (another budget's models: e.g. convergence-table-62500)")
     a = p.parse_args(argv)
     return {"train": cmd_train, "check": cmd_check, "cells": cmd_cells, "report": cmd_report}[a.cmd](a)
 

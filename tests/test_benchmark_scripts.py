@@ -3,6 +3,7 @@ evaluate them elsewhere, render the tables into the docs. Small models, few step
 plumbing and the arithmetic, not the quality."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -369,6 +370,17 @@ def test_convergence_study_cells_flatness_and_paired_report(tmp_path):
     assert {x for x in labels if x.startswith("c0-s0")} == {"c0-s0-synchronous-100", "c0-s0-synchronous-1000"}
     assert "c9-s1-manual-1000" in labels and labels.index("c9-s1-manual-100") < labels.index("c0-s0-synchronous-1000")
     assert sum(x.startswith("c9-s0-adaptive-1000-") for x in labels) == len(convergence.SWEEP)
+    # a budget extended past 20 steps: the model kept at 20 is still sampled at 20, the current one at 40
+    c18 = runs / "tiny-c18-s0"
+    convergence.keep_budget(c18, 20)
+    (c18 / "model" / "config.json").write_text(json.dumps({"card": {"training_steps": 40}}))
+    at20 = [c for c in convergence.cells(runs, "tiny", [18], [0], 20, 1000, sweep=False)]
+    assert at20 and all(c["model"].endswith("tiny-c18-s0/model-20") for c in at20)
+    assert all(c["model"].endswith("tiny-c18-s0/model")
+               for c in convergence.cells(runs, "tiny", [18], [0], 40, 1000, sweep=False))
+    assert not convergence.cells(runs, "tiny", [18], [0], 30, 1000, sweep=False)
+    shutil.rmtree(c18 / "model-20")
+    (c18 / "model" / "config.json").write_text(json.dumps({"card": {"training_steps": 20, "training_hours": 0.5}}))
     # last 20 % of steps = steps 40-50: 0.79 → 0.789 is flat, 0.7 → 0.6 is not
     assert convergence.flatness(runs / "tiny-c9-s0" / "log.csv")["flat"]
     assert not convergence.flatness(runs / "tiny-c0-s0" / "log.csv")["flat"]
