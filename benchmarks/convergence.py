@@ -141,7 +141,35 @@ def cmd_check(a) -> int:
         print(f"no study runs in {a.runs} yet: `convergence.py train` starts them", file=sys.stderr)
         return 2
     print(training_table(a.runs))
+    for run_dir in sorted(p for p in a.runs.glob("*") if (p / "log.csv").exists()):
+        print(f"{run_dir.name}: {projection(run_dir / 'log.csv')}")
     return 0
+
+
+def projection(log: Path, after: int = 15_000) -> str:
+    """Where the flatness rule would be met if the validation loss went on as it has: a power law
+    L = a + b·step^(-c) fitted to the losses after `after` steps (the warm-up's fast fall left out).
+    An extrapolation, said as one: it tells how far a budget is from flat, not what the loss will do."""
+    import numpy as np
+    from scipy.optimize import curve_fit
+
+    vals = [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(open(log)) if r.get("val_loss")]
+    pts = np.array([v for v in vals if v[0] >= after], dtype=float)
+    if len(pts) < 6:
+        return "too few validation losses for a projection"
+
+    def law(x, a_, b_, c_):
+        return a_ + b_ * x ** (-c_)
+    try:
+        p, _ = curve_fit(law, pts[:, 0], pts[:, 1], p0=(pts[-1, 1] * 0.9, 1.0, 0.5), maxfev=20_000)
+    except RuntimeError:
+        return "the power law did not fit"
+    fall = lambda t: (law(0.8 * t, *p) - law(t, *p)) / law(t, *p)   # noqa: E731
+    budget = next((t for t in np.geomspace(pts[-1, 0], 1e7, 200) if fall(t) < FLAT), None)
+    where = f"at about step {budget:,.0f}" if budget else "not before step 10,000,000"
+    return (f"power-law fit L = {p[0]:.4f} + {p[1]:.3g}·step^-{p[2]:.3f} (steps ≥ {after:,}, max residual "
+            f"{np.abs(law(pts[:, 0], *p) - pts[:, 1]).max():.5f}): fall over the last 20 % "
+            f"{100 * fall(pts[-1, 0]):.2f} % now; the {100 * FLAT:.1f} % rule would be met {where}")
 
 
 # ------------------------------------------------------------------------------------ sampling cells

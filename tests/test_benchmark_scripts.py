@@ -384,6 +384,14 @@ def test_convergence_study_cells_flatness_and_paired_report(tmp_path):
     # last 20 % of steps = steps 40-50: 0.79 → 0.789 is flat, 0.7 → 0.6 is not
     assert convergence.flatness(runs / "tiny-c9-s0" / "log.csv")["flat"]
     assert not convergence.flatness(runs / "tiny-c0-s0" / "log.csv")["flat"]
+    # the projection recovers a power law's budget: 0.13 + 2·step^-0.5 falls < 0.5 % over its last 20 %
+    # from about step 120,900 (2·(1/√0.8 − 1)/√T < 0.005·(0.13 + 2/√T))
+    law = tmp_path / "law.csv"
+    law.write_text("step,val_loss\n" + "".join(f"{t},{0.13 + 2 * t ** -0.5}\n" for t in range(1_000, 21_000, 1_000)))
+    text = convergence.projection(law, after=0)
+    budget = int(text.rsplit("about step ", 1)[1].replace(",", ""))
+    assert "0.1300 + 2·step^-0.500" in text and 115_000 < budget < 128_000
+    assert "too few" in convergence.projection(runs / "tiny-c9-s0" / "log.csv")
     table = convergence.training_table(runs)
     assert "| tiny-c18-s0 | 20 | 1,280 |" in table and table.count("| no |") == 2
 
