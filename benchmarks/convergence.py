@@ -41,7 +41,7 @@ from sample_grid import evaluate_cells, markers, replace_between  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "training" / "convergence"
 RECIPE = ARMS["lr-3e-4"]   # the recipe screen's leader on this preset; constant after the warm-up
-DEFAULT_STEPS = 62_500     # 4 M molecules at batch 64 (40 epochs); `check` says whether it is enough
+DEFAULT_STEPS = 100_000    # 6.4 M molecules at batch 64 (64 epochs; 62,500 was not flat); `check` projects the rest
 VAL_EVERY = 2_500
 FLAT = 0.005               # "flat": the validation loss fell by < 0.5 % over the last 20 % of steps
 BLOCK, SWEEP_BLOCK, TRAIN_BLOCK = "convergence-table", "convergence-sweep", "convergence-training"
