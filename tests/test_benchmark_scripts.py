@@ -406,6 +406,8 @@ def test_convergence_study_cells_flatness_and_paired_report(tmp_path):
     assert "| EAD (C = 9, adaptive) − EDM (C = 0) | 1000 | +0.0 [+0.0, +0.0] (2 seeds) | +7.0 [-18.4, +32.4] (2 seeds) |" in main_table
     assert "| 0 | synchronous | 1000 | 0,1 | 1001 | 90.0 ± 0.0 | 55.0 ± 7.1 |" in main_table
     assert "| 0.8 | 5 | 0 |" in sweep and "| -10.0 (1 seed) |" in sweep
+    del res["c9-s0-adaptive-1000-w5"]
+    assert convergence.render(res)[1] == ""   # no varied λ / w: no ablation table (the doc keeps its block)
 
 
 def test_precision_curve_judges_blocks_against_the_loss_noise(tmp_path, capsys):
