@@ -356,3 +356,16 @@ def test_a_float32_run_resumed_with_auto_precision_stays_float32(tmp_path, monke
     assert train(cfg(2, "auto"))["step"] == 2     # resumes: no refused "precision change"
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert saved["precision"] == "32-true"
+
+
+def test_a_run_resumed_at_its_last_step_writes_its_missing_model_folder(tmp_path):
+    import shutil
+
+    from ead.train import train
+
+    train(_cfg(tmp_path, max_steps=2, ckpt_every=2))
+    model = tmp_path / "run" / "model"
+    before = (model / "model.safetensors").read_bytes()
+    shutil.rmtree(model)   # as in a clone: the checkpoint is committed, the exported model is not
+    assert train(_cfg(tmp_path, max_steps=2, ckpt_every=2))["step"] == 2
+    assert (model / "model.safetensors").read_bytes() == before

@@ -219,6 +219,10 @@ class GeneratorRun:
                         dynamic_ncols=True, desc="train", file=sys.stderr)
         self.clock = RunClock(self.elapsed, cfg.max_hours)
         self.step = run_loop(self, self.step, cfg.max_steps, cfg.ckpt_every, self.clock, logger, self.bar)
+        if self.rank == 0 and not (run_dir / "model" / "config.json").exists():
+            # a run resumed at its last step trains nothing and saves nothing: its model folder (deleted,
+            # or never cloned: it is not in git) is written from the restored weights, as the summary says
+            self.ema_model().save_pretrained(run_dir / "model")
         self.summary.update({"step": self.step, "elapsed_s": self.clock.elapsed,
                              "model_dir": str(run_dir / "model"), "interrupted": self.clock.stopped,
                              "rank": self.rank, "world_size": self.world})
