@@ -101,10 +101,16 @@ def trained_steps(run_dir: Path) -> int | None:
     return json.loads(cfg.read_text()).get("card", {}).get("training_steps") if cfg.exists() else None
 
 
+def val_losses(log: Path) -> list[tuple[int, float]]:
+    """(step, validation loss) of the rows of a run's log.csv that have one."""
+    with open(log) as f:
+        return [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f) if r.get("val_loss")]
+
+
 def flatness(log: Path, tail: float = 0.2) -> dict:
     """The validation loss over the last `tail` of the logged steps: its first and last value there
     and the relative fall between them; flat when the fall is below FLAT."""
-    vals = [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(open(log)) if r.get("val_loss")]
+    vals = val_losses(log)
     if len(vals) < 2:
         return {"flat": None, "text": "fewer than two validation losses"}
     last_step = vals[-1][0]
@@ -153,8 +159,7 @@ def projection(log: Path, after: int = 15_000) -> str:
     import numpy as np
     from scipy.optimize import curve_fit
 
-    vals = [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(open(log)) if r.get("val_loss")]
-    pts = np.array([v for v in vals if v[0] >= after], dtype=float)
+    pts = np.array([v for v in val_losses(log) if v[0] >= after], dtype=float)
     if len(pts) < 6:
         return "too few validation losses for a projection"
 

@@ -75,7 +75,7 @@ def training_precision(precision: str, accelerator: str, saved: str | None = Non
         return precision
     if saved:
         return saved
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and resolve_device("auto").type == "cpu")
     return "bf16-mixed" if on_cpu and has_bf16_units(torch.device("cpu")) else "32-true"
 
 
