@@ -55,6 +55,8 @@ ARMS = {   # what each arm changes of EDM_RECIPE (a later flag wins)
     "x0-self-cond": ["--target", "x0", "--self-condition"],   # a bounded estimate to condition on
 }
 ARMS["x0-cosine"] = ARMS["x0"] + ARMS["cosine"]   # the two leaders at seed 0 together
+ARMS["x0-lr-3e-4"] = ARMS["x0"] + ARMS["lr-3e-4"]   # the targets that raised validity, at the rate that won
+ARMS["v-lr-3e-4"] = ARMS["v"] + ARMS["lr-3e-4"]
 
 
 def cell_name(arm: str, window: int, seed: int, preset: str, molecules: int, tag: str = "") -> str:
