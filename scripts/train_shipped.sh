@@ -24,9 +24,14 @@ cd "$(dirname "$0")/.."
 LATEST=$(cat training/current_run)
 field() { .venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' "$1/train_config.json" "$2"; }
 NEW_LR=5e-5
-# a cooldown stretch (cosine to 0 at its --max-steps) has ended: it is continued by a new stretch too
-if [ "$(field "$LATEST" batch_size)" = 64 ] && [ "$(field "$LATEST" lr_schedule)" != cosine ]; then
+last_step() { local s; s=$(sed -n 's/^step-0*\([0-9][0-9]*\)$/\1/p' "$1/checkpoints/latest" 2>/dev/null || true); echo "${s:-0}"; }
+# A CPU stretch is resumed with its own settings, unless it is a cooldown (cosine to 0 at its
+# --max-steps) that has reached its end: that one, like a GPU stretch, is continued by a new stretch.
+SCHEDULE=constant; MAX_STEPS=1000000
+if [ "$(field "$LATEST" batch_size)" = 64 ] && { [ "$(field "$LATEST" lr_schedule)" != cosine ] \
+     || [ "$(last_step "$LATEST")" -lt "$(field "$LATEST" max_steps)" ]; }; then
   RUN=$LATEST; INIT=$(field "$LATEST" init_from); LR=$(field "$LATEST" lr); WARMUP=$(field "$LATEST" warmup_steps)
+  SCHEDULE=$(field "$LATEST" lr_schedule); MAX_STEPS=$(field "$LATEST" max_steps)
 else
   LR=$NEW_LR; WARMUP=0   # the lineage continues from trained weights: no warm-up, as every stretch so far
   last=$(ls -d training/qm9-small-c9-cpu* training/logs/qm9-small-c9-cpu*.csv 2>/dev/null \
@@ -39,6 +44,6 @@ fi
 # bfloat16 units (AMX tiles or AVX-512 BF16; elsewhere bfloat16 is emulated, ~8 s per step instead
 # of ~0.4 s) and in float32 elsewhere; a resumed stretch keeps its own. Override with --precision.
 exec nohup nice .venv/bin/ead train --data qm9 --preset small --window 9 --lr "$LR" --warmup-steps "${WARMUP:-0}" --batch-size 64 \
-  --init-from "$INIT" \
-  --max-steps 1000000 --ckpt-every 500 --log-every 100 --val-every 4000 --keep-checkpoints 1 \
+  --init-from "$INIT" --lr-schedule "${SCHEDULE:-constant}" \
+  --max-steps "$MAX_STEPS" --ckpt-every 500 --log-every 100 --val-every 4000 --keep-checkpoints 1 \
   --threads 1 --quiet --accelerator cpu --run-dir "$RUN" "$@" >> "$RUN.out" 2>&1
