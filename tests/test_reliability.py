@@ -104,21 +104,63 @@ def test_stale_temporaries_of_dead_processes_are_removed_at_start_and_a_bad_poin
     assert left == [live.name] and not list((tmp_path / "run" / "model").glob(".*"))
 
 
-def test_sigterm_during_sample_leaves_no_partial_file(tmp_path):
+def _sample_argv(model, out, *extra):
+    return [sys.executable, "-m", "ead", "sample", "--model", str(model), "-n", "60", "--batch-size", "2",
+            "--steps", "50", "--precision", "fp32", "-o", str(out), *extra]
+
+
+def test_sigterm_during_sample_keeps_its_finished_batches_and_the_same_command_continues_them(tmp_path):
     model = adversarial.base_model(tmp_path / "model")
-    out = tmp_path / "out.sdf"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "ead", "sample", "--model", str(model), "-n", "100000",
-                             "--batch-size", "2", "--steps", "50", "--precision", "fp32", "--quiet", "-o", str(out)],
-                            env=env, stderr=subprocess.PIPE, text=True)
+    (tmp_path / "whole").mkdir()
+    whole = tmp_path / "whole" / "out.sdf"   # the run never stopped
+    subprocess.run(_sample_argv(model, whole, "--quiet"), env=env, check=True)
+    out, partial = tmp_path / "out.sdf", tmp_path / ".out.sdf.partial"
+    proc = subprocess.Popen(_sample_argv(model, out, "--quiet"), env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not list(tmp_path.glob(".out.sdf.*")) and time.time() < deadline:
-        time.sleep(0.1)
-    assert list(tmp_path.glob(".out.sdf.*")), "the sampler never started writing"
+    while not (partial / "batch-00002.npz").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    assert (partial / "batch-00002.npz").exists(), "the sampler never finished a batch"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM and err.strip() == "ead: terminated"
-    assert not list(tmp_path.iterdir()) == [] and not list(tmp_path.glob(".out.sdf.*")) and not out.exists()
+    # no half-written output; the finished batches stay, each file whole
+    assert not out.exists() and [p.name for p in tmp_path.glob(".out.sdf*")] == [partial.name]
+    kept = sorted(p.name for p in partial.glob("batch-*.npz"))
+    assert 3 <= len(kept) < 30 and kept[-1] == f"batch-{len(kept) - 1:05d}.npz"
+    assert not [p for p in partial.iterdir() if ".tmp" in p.name]
+    # another seed is another run: refused in one line, the folder left as it was
+    other = subprocess.run(_sample_argv(model, out, "--seed", "1"), env=env, capture_output=True, text=True)
+    assert other.returncode == 2 and "holds a stopped run with other settings (seed)" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1 and len(list(partial.glob("batch-*.npz"))) == len(kept)
+    # the same command continues and writes exactly what the run that never stopped wrote
+    again = subprocess.run(_sample_argv(model, out), env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert f"continuing a stopped run: {2 * len(kept)} molecules in {len(kept)} batches" in again.stderr
+    assert f"{2 * len(kept)} of them from the stopped run" in again.stderr
+    assert out.read_bytes() == whole.read_bytes() and not partial.exists()
+
+
+def test_a_stopped_samples_folder_is_refused_while_another_process_writes_it_and_when_corrupt(tmp_path):
+    from ead.data.partial import PartialSample
+
+    out = tmp_path / "out.sdf"
+    store = PartialSample(out, {"seed": 0})
+    assert store.open() == 0
+    store.save(0, [(np.zeros((2, 3)), np.array([6, 8]))], [{"a": "1"}],
+               {"network_calls": 5, "empty": 0, "diverged": 0}, np.arange(4, dtype=np.uint8))
+    (store.folder / "owner").write_text(str(os.getppid()))   # a live process
+    with pytest.raises(EADError, match="being written by another ead sample"):
+        PartialSample(out, {"seed": 0}).open()
+    (store.folder / "owner").write_text(str(_dead_pid()))
+    again = PartialSample(out, {"seed": 0})
+    assert again.open() == 1
+    [(mols, props, counters, state)] = list(again.batches())
+    assert [z.tolist() for _, z in mols] == [[6, 8]] and props == [{"a": "1"}]
+    assert counters["network_calls"] == 5 and state.tolist() == [0, 1, 2, 3]
+    (store.folder / "batch-00000.npz").write_bytes(b"not an npz")
+    with pytest.raises(EADError, match="corrupt batch"):
+        list(again.batches())
 
 
 def test_readers_are_bounded(tmp_path):

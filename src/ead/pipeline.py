@@ -274,7 +274,8 @@ class EAD:
                        batch_size: int = 256, num_atoms=None, on_step=None,
                        condition: dict | None = None, size_from: str = "joint", guide=None,
                        guidance: float = 2.0, generator: torch.Generator | None = None,
-                       progress=False, fragment=None, **options) -> Iterator[tuple[SampleResult, dict]]:
+                       progress=False, fragment=None, resume: tuple[int, torch.Tensor] | None = None,
+                       **options) -> Iterator[tuple[SampleResult, dict]]:
         """Yield (SampleResult, settings) per chunk of ≤ batch_size molecules: memory stays flat
         with n. Reproducible: the same seed gives the same molecules for any batch_size ≥ n;
         without one, a seed is drawn from `generator` or fresh (`draw_seed`), and settings["seed"]
@@ -296,7 +297,12 @@ class EAD:
         grows every molecule from it: its atoms come first, held at t = 0 with their coordinates in
         the fragment's own frame (docs/fragments.md); sizes without `num_atoms` come from p(M > k).
         A model not trained with held fragments grows them without its corrector
-        (`fragment_options`)."""
+        (`fragment_options`).
+
+        Each result's `info["rng_state"]` is the random generator's state after its batch; a stopped
+        call continues with the same arguments and `resume=(molecules yielded so far, that state)`,
+        which yields the remaining batches exactly as the uninterrupted call would have (`ead sample`
+        keeps them to continue a killed run)."""
         check_options("EAD.sample_batches", options)
         if n < 1:
             raise EADError("number of molecules must be ≥ 1")
@@ -329,8 +335,14 @@ class EAD:
             sizes = sizes if num_atoms is not None else torch.full((n,), self.config.max_atoms)
         check_sampling_batch(sizes, batch_size)   # before anything is allocated
         gen = torch.Generator(self.device).manual_seed(seed)
+        skip = 0
+        if resume is not None:
+            skip, state = resume
+            if skip < 0 or skip >= n or skip % batch_size:
+                raise EADError(f"cannot resume after {skip} of {n} molecules in batches of {batch_size}")
+            gen.set_state(state)
         network = self.guided_by(guide, guidance) if guide is not None else None
-        batches = -(-n // batch_size)
+        batches = -(-(n - skip) // batch_size)
         per_batch = self.make_schedule(sampler, **options).settings()["steps"] + 1   # + the decoding call
 
         # everything above runs at the call (bad options fail there); the batches are drawn lazily
@@ -343,8 +355,8 @@ class EAD:
                 if i:   # 0 = the initial noise, before any call
                     bar.update(molecules=done)
 
-            done = 0
-            for start in range(0, n, batch_size):
+            done = skip
+            for start in range(skip, n, batch_size):
                 schedule = self.make_schedule(sampler, **options)
                 chunk = sizes[start : start + batch_size].to(self.device)
                 context = None
@@ -360,7 +372,7 @@ class EAD:
                                   len(self.config.feature_types), gen, context=context, fixed=held,
                                   on_step=step if (on_step or progress) else None)
                 done += len(chunk)
-                left = batches - start // batch_size - 1   # later batches take as many steps as this one
+                left = batches - (start - skip) // batch_size - 1   # later batches take as many steps as this one
                 bar.set_total(bar.done + 1 + left * res.network_calls)
                 bar.update(1, molecules=done)   # the decoding call
                 if not left:
@@ -369,6 +381,7 @@ class EAD:
                     res.network_calls *= network.calls_per_call
                 if targets is not None:
                     res.info["condition"] = {k: [float(v) for v in part[:, c]] for c, k in enumerate(self.config.context)}
+                res.info["rng_state"] = gen.get_state()
                 yield res, {**schedule.settings(), "seed": seed, "model_preset": self.config.preset,
                             **({"precision": self.precision} if self.precision else {}),
                             **({"guidance": float(guidance)} if network is not None else {})}

@@ -86,6 +86,7 @@ def run(args) -> int:
     import time
 
     from ..data.files import MoleculeWriter
+    from ..data.partial import COUNTERS
     from ..device import set_threads
     from ..diffusion.schedules import SamplerConfig
     from ..pipeline import EAD, drop_diverged, drop_empty, split_result
@@ -127,7 +128,6 @@ def run(args) -> int:
         set_threads(args.threads, args.quiet)
     types = np.asarray(model.config.feature_types)
     t0 = time.time()
-    calls, done, empty, diverged = 0, 0, 0, 0
     settings = {**schedule.settings(), "seed": args.seed, "model": str(args.model),
                 **({"precision": model.precision} if model.precision else {}),
                 **({"guide": str(args.guide), "guidance": args.guidance} if guide is not None else {})}
@@ -138,29 +138,50 @@ def run(args) -> int:
         # keeps only the first K molecules' atoms: its memory does not grow with -n
         recorder = TrajectoryRecorder.for_model(model, min(args.trajectory_molecules, args.num),
                                                 num_atoms=num_atoms, settings=settings)
+    store, finished, kept = open_store(args, out, model, guide, schedule.settings())
+    before = sum(len(props) for _, props, _, _ in kept)   # molecules kept from a stopped run
+    skip = min(finished * args.batch_size, args.num)
+    totals = {k: sum(c[k] for _, _, c, _ in kept) for k in COUNTERS}
+    new = 0
+    try:
+        if skip < args.num:
+            import torch
+
+            resume = (skip, torch.from_numpy(kept[-1][3])) if kept else None
+            batches = model.sample_batches(args.num, sampler=args.sampler, seed=args.seed,
+                                           batch_size=args.batch_size, num_atoms=num_atoms,
+                                           fragment=fragment, on_step=recorder, condition=condition,
+                                           size_from=args.size_from, guide=guide,
+                                           guidance=args.guidance or 1.0, resume=resume,
+                                           progress=showing(args.quiet, args.progress), **options)
+            for index, (res, _) in enumerate(batches, start=finished):
+                mols, targets, dropped = drop_empty(split_result(res, types), res.info.get("condition", {}))
+                mols, targets, bad = drop_diverged(mols, targets)
+                props = [{k: f"{v[i]:.6g}" for k, v in targets.items()} for i in range(len(mols))]
+                mols, props = finished_records(mols, props, args)
+                counters = {"network_calls": res.network_calls, "empty": dropped, "diverged": bad}
+                store.save(index, mols, props, counters, res.info["rng_state"].numpy())
+                totals = {k: totals[k] + counters[k] for k in COUNTERS}
+                new += len(mols)
+                if recorder is not None:
+                    recorder.end_batch(res)
+    except BaseException:
+        if new + before and not args.quiet:
+            print(f"{new + before} molecules sampled so far are kept in {store.folder}: the same command "
+                  "continues the run", file=sys.stderr)
+        raise
+    done = 0
     with MoleculeWriter(out, metadata={f"ead_{k}": v for k, v in settings.items()}) as writer:
-        for res, _ in model.sample_batches(args.num, sampler=args.sampler, seed=args.seed,
-                                            batch_size=args.batch_size, num_atoms=num_atoms,
-                                            fragment=fragment,
-                                            on_step=recorder, condition=condition,
-                                            size_from=args.size_from, guide=guide,
-                                            guidance=args.guidance or 1.0,
-                                            progress=showing(args.quiet, args.progress), **options):
-            mols, targets, dropped = drop_empty(split_result(res, types), res.info.get("condition", {}))
-            mols, targets, bad = drop_diverged(mols, targets)
-            empty += dropped
-            diverged += bad
-            props = [{k: f"{v[i]:.6g}" for k, v in targets.items()} for i in range(len(mols))]
-            mols, props = finished_records(mols, props, args)
+        for mols, props, _, _ in store.batches():
             writer.write(mols, names=[f"ead_{done + i}" for i in range(len(mols))], properties=props)
             done += len(mols)
-            calls += res.network_calls
-            if recorder is not None:
-                recorder.end_batch(res)
+    store.remove()
+    calls, empty, diverged = (totals[k] for k in COUNTERS)
     dt = time.time() - t0
     if not args.quiet:
+        resumed = f"; {before} of them from the stopped run" if before else ""
         print(f"wrote {done} molecules to {out} (model {args.model}, {schedule.name}, {settings['steps']} steps, "
-              f"{calls} network calls, {model.precision or 'fp32'}, {dt:.1f} s, {done / dt:.2f} mol/s)",
+              f"{calls} network calls, {model.precision or 'fp32'}, {dt:.1f} s, {new / dt:.2f} mol/s{resumed})",
               file=sys.stderr)
         if model.config.dummy:
             print(f"{empty} of {args.num} molecules came out with every slot absent and were left out",
@@ -184,6 +205,51 @@ def run(args) -> int:
                   f"{files[0].name}, {len(files) - 1} pictures (molecule_*.gif, molecule_*_times.png)",
                   file=sys.stderr)
     return 0
+
+
+# settings that do not change the molecules: a stopped run continues with other values of these
+NOT_IDENTITY = ("quiet", "progress", "threads", "output", "relax_workers", "no_cuda_graph",
+                "trajectory", "trajectory_molecules")
+
+
+def open_store(args, out, model, guide, sampler_settings):
+    """(the run's PartialSample, how many of its batches are finished, those batches): a stopped
+    run of the same command continues; with --trajectory, which records the first molecules, it
+    starts again."""
+    import hashlib
+
+    import torch
+
+    from ..data.partial import PartialSample
+
+    def digest(module) -> str:
+        h = hashlib.sha256()
+        for name, tensor in sorted(module.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    identity = {k: v for k, v in vars(args).items()   # the flags (argparse adds objects of its own)
+                if k not in NOT_IDENTITY and isinstance(v, (str, int, float, list, type(None)))}
+    identity.update(sampler_settings=sampler_settings, device=model.device.type,
+                    network_precision=model.precision, weights=digest(model.denoiser))
+    if guide is not None:
+        identity["guide_weights"] = digest(guide.denoiser)
+    if args.fragment is not None:
+        identity["fragment_file"] = hashlib.sha256(Path(args.fragment).read_bytes()).hexdigest()
+    store = PartialSample(out, identity)
+    finished = store.open()
+    if finished and args.trajectory:
+        if not args.quiet:
+            print(f"--trajectory records the first molecules: sampling again from the start "
+                  f"(a stopped run's {finished} batches in {store.folder} are dropped)", file=sys.stderr)
+        store.remove()
+        finished = store.open()
+    kept = list(store.batches()) if finished else []
+    if kept and not args.quiet:
+        print(f"continuing a stopped run: {sum(len(p) for _, p, _, _ in kept)} molecules in {len(kept)} "
+              f"batches kept in {store.folder}", file=sys.stderr)
+    return store, finished, kept
 
 
 def fragment_and_size(args, model):
