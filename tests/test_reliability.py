@@ -141,6 +141,16 @@ def test_sigterm_during_sample_keeps_its_finished_batches_and_the_same_command_c
     assert out.read_bytes() == whole.read_bytes() and not partial.exists()
 
 
+def test_a_sample_refused_before_its_first_batch_leaves_no_folder_behind(tmp_path, capsys):
+    model = adversarial.base_model(tmp_path / "model")
+    out = tmp_path / "out.sdf"
+    # 100 molecules of 900 atoms: 81 M atom pairs in one batch, over the limit
+    assert main(["sample", "--model", str(model), "-n", "100", "--batch-size", "100", "--num-atoms", "900",
+                 "--quiet", "-o", str(out)]) == 2
+    assert "atom pairs" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 def test_a_stopped_samples_folder_is_refused_while_another_process_writes_it_and_when_corrupt(tmp_path):
     from ead.data.partial import PartialSample
 

@@ -166,7 +166,9 @@ def run(args) -> int:
                 if recorder is not None:
                     recorder.end_batch(res)
     except BaseException:
-        if new + before and not args.quiet:
+        if not store.count():
+            store.remove()   # nothing finished (e.g. a batch too large to allocate): no folder left behind
+        elif not args.quiet:
             print(f"{new + before} molecules sampled so far are kept in {store.folder}: the same command "
                   "continues the run", file=sys.stderr)
         raise

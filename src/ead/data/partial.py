@@ -31,7 +31,7 @@ COUNTERS = ("network_calls", "empty", "diverged")
 
 class PartialSample:
     """`folder_for(output)` of one run: `open()` claims it (resuming or starting), `save()` keeps a
-    batch, `batches()` reads them back in order, `remove()` drops the folder."""
+    batch, `batches()` reads them back in order, `count()` says how many, `remove()` drops the folder."""
 
     def __init__(self, output: Path, identity: dict):
         self.folder = folder_for(output)
@@ -55,6 +55,10 @@ class PartialSample:
         if fresh:
             write_atomic(self.folder / "run.json",
                          lambda tmp: Path(tmp).write_text(json.dumps(self.identity, indent=1, sort_keys=True)))
+        return self.count()
+
+    def count(self) -> int:
+        """How many batches are finished."""
         return len(self._files())
 
     def _claim(self) -> None:
