@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -51,8 +52,18 @@ def train(cfg: TrainConfig) -> dict:
     # "auto": what a resumed run trained in, else bf16-mixed on a CPU with bfloat16 units
     saved_precision = resumed_meta["train_config"].get("precision") if resumed_meta is not None else None
     cfg = dataclasses.replace(cfg, precision=training_precision(cfg.precision, cfg.accelerator, saved_precision))
-    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-                    precision=cfg.precision)
+    # Lightning announces its precision at INFO, through a handler that depends on which of its
+    # packages was imported first; --quiet leaves ead's summary line alone
+    loggers = [logging.getLogger(name) for name in ("lightning.fabric", "lightning.pytorch")] if cfg.quiet else []
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                        precision=cfg.precision)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
     fabric.launch()
     slow = precision_warning(cfg.precision, fabric.device)
     if slow and fabric.global_rank == 0:
