@@ -14,7 +14,7 @@ from ead.speed import PeakMemory  # noqa: E402
 from ead.data.batch import full_edges, molecule_index, remove_mean
 from ead.diffusion import noise as noise_mod
 from ead.diffusion.sampler import CudaGraphDenoiser, accelerate
-from ead.model.egnn import PLAIN, Denoiser, SpeedOptions, edge_groups
+from ead.model.egnn import PLAIN, Denoiser, SpeedOptions, edge_groups, padded_size
 
 TOL64 = 1e-10   # float64: the layouts differ only in summation order
 SIZES = (5, 9, 3, 1, 12, 7)
@@ -163,6 +163,33 @@ def test_accelerate_wrappers(net):
         assert err < 5e-2   # stated bf16 tolerance (8-bit mantissa through 3 layers)
     with pytest.raises(ValueError):
         accelerate(net, autocast="int8")
+
+
+def test_padded_sizes_are_few_and_close_above():
+    sizes = {padded_size(r) for r in range(1, 2**14 + 1)}
+    assert len(sizes) <= 8 * 8 + 1   # 64, then eight per doubling up to 2^14
+    for r in range(1, 2**14 + 1):
+        p = padded_size(r)
+        assert r <= p <= max(64, r * 9 / 8)
+
+
+@pytest.mark.parametrize("chunk", [0, 40])
+def test_padded_rows_in_cpu_bf16_inference_leave_the_real_atoms_outputs(net, chunk):
+    """Padding nodes and edges (bf16 on the CPU, no gradients) changes no real atom's output
+    beyond bf16 rounding, with and without edge groups; in float32 nothing is padded."""
+    net32 = Denoiser(6, 0, hidden=32, layers=3).eval()
+    net32.load_state_dict({k: v.float() for k, v in net.state_dict().items()})
+    x, h, t, mol, n, e = _inputs(dtype=torch.float32)
+    out, fp32 = {}, {}
+    for pad in (False, True):
+        net32.speed = SpeedOptions(edge_chunk=chunk, pad_rows=pad)
+        with torch.no_grad():
+            out[pad] = accelerate(net32, autocast="bf16")(x, h, t, mol, len(n), e)
+            fp32[pad] = net32(x, h, t, mol, len(n), e)
+    assert all(torch.equal(a, b) for a, b in zip(fp32[False], fp32[True]))
+    scale = max(out[False][0].abs().max(), out[False][1].abs().max())
+    for a, b in zip(out[False], out[True]):
+        assert a.shape == b.shape and (a - b).abs().max() / scale < 2e-2
 
 
 def test_sync_free_centering_is_bit_identical():

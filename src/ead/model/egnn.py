@@ -35,6 +35,10 @@ class SpeedOptions:
     edge_chunk: int = 8192          # edges per group of molecules on CPU; 0 = one group (off)
     gather: str = "index_select"    # "index_select" | "index"
     inplace: bool = True            # in-place SiLU / adds under no_grad
+    # CPU half-precision inference: pad the node and edge counts up to one of a few sizes (eight per
+    # octave). oneDNN keeps state for every new matrix shape it multiplies in bfloat16, and every
+    # sampling batch has new atom and edge counts, so without this a sample's memory grew with -n.
+    pad_rows: bool = True
 
     def __post_init__(self):
         if self.gather not in ("index_select", "index"):
@@ -43,7 +47,16 @@ class SpeedOptions:
             raise ValueError("edge_chunk must be ≥ 0")
 
 
-PLAIN = SpeedOptions(edge_chunk=0, gather="index", inplace=False)   # every trick off
+PLAIN = SpeedOptions(edge_chunk=0, gather="index", inplace=False, pad_rows=False)   # every trick off
+
+
+def padded_size(rows: int) -> int:
+    """The smallest of 64, 72, 80, …: a multiple of 1/8 of the power of two below it, ≥ rows
+    (at most 1/8 more rows; about 8 sizes per doubling)."""
+    if rows <= 64:
+        return 64
+    step = (1 << ((rows - 1).bit_length() - 1)) // 8
+    return -(-rows // step) * step
 
 
 def segment_sum(values: torch.Tensor, index: torch.Tensor, num_segments: int) -> torch.Tensor:
@@ -196,6 +209,23 @@ class EGNN(nn.Module):
         return torch.cat(hs), torch.cat(xs)
 
     def _run(self, h, x, row, col, fused, speed, guide_x=None):
+        n = h.shape[0]
+        if not (speed.pad_rows and h.device.type == "cpu" and not torch.is_grad_enabled() and _cpu_half_autocast()):
+            return self._layers(h, x, row, col, fused, speed, guide_x)
+        # padding nodes (zeros) after the real ones, padding edges from the first padding node to
+        # itself: no real node sends to or receives from them, and their values stay finite
+        pad_n, pad_e = padded_size(n + 1) - n, padded_size(row.numel()) - row.numel()
+
+        def grow(t, k, value=0):
+            return torch.cat([t, t.new_full((k,) + t.shape[1:], value)])
+
+        h, x = grow(h, pad_n), grow(x, pad_n)
+        row, col = grow(row, pad_e, n), grow(col, pad_e, n)
+        guide_x = None if guide_x is None else grow(guide_x, pad_n)
+        h, x = self._layers(h, x, row, col, fused, speed, guide_x)
+        return h[:n], x[:n]
+
+    def _layers(self, h, x, row, col, fused, speed, guide_x=None):
         diff = _gather(x, row, speed) - _gather(x, col, speed)
         input_dist2 = (diff * diff).sum(-1, keepdim=True)
         static = [input_dist2]
