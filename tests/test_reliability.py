@@ -141,6 +141,23 @@ def test_sigterm_during_sample_keeps_its_finished_batches_and_the_same_command_c
     assert out.read_bytes() == whole.read_bytes() and not partial.exists()
 
 
+@pytest.mark.parametrize("damage", ["nan", "int"])
+def test_a_model_with_nan_or_integer_weights_is_refused_in_one_line(tmp_path, capsys, damage):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model = adversarial.base_model(tmp_path / "model")
+    state = load_file(str(model / "model.safetensors"))
+    name = sorted(state)[0]
+    state[name] = state[name].fill_(float("nan")) if damage == "nan" else state[name].to(torch.int64)
+    save_file(state, str(model / "model.safetensors"))
+    assert main(["sample", "--model", str(model), "-n", "2", "--quiet", "-o", str(tmp_path / "out.sdf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and name in err[0]
+    assert ("NaN or infinite" if damage == "nan" else "must be floating point") in err[0]
+    assert not (tmp_path / "out.sdf").exists()
+
+
 def test_a_sample_refused_before_its_first_batch_leaves_no_folder_behind(tmp_path, capsys):
     model = adversarial.base_model(tmp_path / "model")
     out = tmp_path / "out.sdf"

@@ -140,11 +140,18 @@ def training_atoms_limit(hidden: int) -> int:
 
 
 def check_weights(state: dict, where: str) -> None:
-    """Weights must be floating point: integer ones would load, be cast, and sample nonsense."""
+    """Weights must be floating point and finite: integer ones would load, be cast, and sample
+    nonsense; NaN or infinite ones make every molecule diverge."""
+    import torch
+
     bad = [k for k, v in state.items() if not v.dtype.is_floating_point]
     if bad:
         raise EADError(f"{where}: weight {bad[0]} is {str(state[bad[0]].dtype).replace('torch.', '')}; "
                        f"weights must be floating point ({len(bad)} tensors are not)")
+    bad = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise EADError(f"{where}: weight {bad[0]} holds NaN or infinite values ({len(bad)} tensors do): "
+                       "the file is damaged or was saved from a diverged run")
 
 
 def check_sampling_batch(sizes, batch_size: int) -> None:
