@@ -188,6 +188,10 @@ def test_a_stopped_samples_folder_is_refused_while_another_process_writes_it_and
     (store.folder / "batch-00000.npz").write_bytes(b"not an npz")
     with pytest.raises(EADError, match="corrupt batch"):
         list(again.batches())
+    blocked = tmp_path / "other.sdf"
+    (tmp_path / ".other.sdf.partial").write_text("a file, not a folder")
+    with pytest.raises(EADError, match="is not a folder"):
+        PartialSample(blocked, {"seed": 0}).open()
 
 
 def test_readers_are_bounded(tmp_path):

@@ -50,7 +50,10 @@ class PartialSample:
                 changed = sorted(k for k in set(recorded) | set(self.identity) if recorded.get(k) != self.identity.get(k))
                 raise EADError(f"{self.folder} holds a stopped run with other settings ({', '.join(changed)}): "
                                "run that command again to finish it, or delete the folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EADError(f"cannot write {self.folder}: {e.strerror or e}") from None
         self._claim()
         if fresh:
             write_atomic(self.folder / "run.json",
