@@ -185,9 +185,16 @@ def test_a_stopped_samples_folder_is_refused_while_another_process_writes_it_and
     [(mols, props, counters, state)] = list(again.batches())
     assert [z.tolist() for _, z in mols] == [[6, 8]] and props == [{"a": "1"}]
     assert counters["network_calls"] == 5 and state.tolist() == [0, 1, 2, 3]
+    again.save(1, [(np.zeros((1, 3)), np.array([6])), (np.zeros((3, 3)), np.array([6, 7, 8]))], [{}, {}],
+               {"network_calls": 7, "empty": 1, "diverged": 2}, np.arange(3, 7, dtype=np.uint8))
+    molecules, totals, last = again.summary()   # what a continuing run reads instead of the molecules
+    assert molecules == 3 and totals == {"network_calls": 12, "empty": 1, "diverged": 2}
+    assert last.tolist() == [3, 4, 5, 6]
     (store.folder / "batch-00000.npz").write_bytes(b"not an npz")
     with pytest.raises(EADError, match="corrupt batch"):
         list(again.batches())
+    with pytest.raises(EADError, match="corrupt batch"):
+        again.summary()
     blocked = tmp_path / "other.sdf"
     (tmp_path / ".other.sdf.partial").write_text("a file, not a folder")
     with pytest.raises(EADError, match="is not a folder"):

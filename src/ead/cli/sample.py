@@ -138,16 +138,18 @@ def run(args) -> int:
         # keeps only the first K molecules' atoms: its memory does not grow with -n
         recorder = TrajectoryRecorder.for_model(model, min(args.trajectory_molecules, args.num),
                                                 num_atoms=num_atoms, settings=settings)
-    store, finished, kept = open_store(args, out, model, guide, schedule.settings())
-    before = sum(len(props) for _, props, _, _ in kept)   # molecules kept from a stopped run
+    store, finished = open_store(args, out, model, guide, schedule.settings())
+    before, totals, state = store.summary()   # what a stopped run kept: molecules, counters, generator
+    if finished and not args.quiet:
+        print(f"continuing a stopped run: {before} molecules in {finished} batches kept in {store.folder}",
+              file=sys.stderr)
     skip = min(finished * args.batch_size, args.num)
-    totals = {k: sum(c[k] for _, _, c, _ in kept) for k in COUNTERS}
     new = 0
     try:
         if skip < args.num:
             import torch
 
-            resume = (skip, torch.from_numpy(kept[-1][3])) if kept else None
+            resume = (skip, torch.from_numpy(state)) if finished else None
             batches = model.sample_batches(args.num, sampler=args.sampler, seed=args.seed,
                                            batch_size=args.batch_size, num_atoms=num_atoms,
                                            fragment=fragment, on_step=recorder, condition=condition,
@@ -215,7 +217,7 @@ NOT_IDENTITY = ("quiet", "progress", "threads", "output", "relax_workers", "no_c
 
 
 def open_store(args, out, model, guide, sampler_settings):
-    """(the run's PartialSample, how many of its batches are finished, those batches): a stopped
+    """(the run's PartialSample, how many of its batches are finished): a stopped
     run of the same command continues; with --trajectory, which records the first molecules, it
     starts again."""
     import hashlib
@@ -247,11 +249,7 @@ def open_store(args, out, model, guide, sampler_settings):
                   f"(a stopped run's {finished} batches in {store.folder} are dropped)", file=sys.stderr)
         store.remove()
         finished = store.open()
-    kept = list(store.batches()) if finished else []
-    if kept and not args.quiet:
-        print(f"continuing a stopped run: {sum(len(p) for _, p, _, _ in kept)} molecules in {len(kept)} "
-              f"batches kept in {store.folder}", file=sys.stderr)
-    return store, finished, kept
+    return store, finished
 
 
 def fragment_and_size(args, model):

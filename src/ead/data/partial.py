@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,8 @@ COUNTERS = ("network_calls", "empty", "diverged")
 
 class PartialSample:
     """`folder_for(output)` of one run: `open()` claims it (resuming or starting), `save()` keeps a
-    batch, `batches()` reads them back in order, `count()` says how many, `remove()` drops the folder."""
+    batch, `batches()` reads them back in order, `summary()` totals them without the molecules,
+    `count()` says how many, `remove()` drops the folder."""
 
     def __init__(self, output: Path, identity: dict):
         self.folder = folder_for(output)
@@ -104,16 +107,35 @@ class PartialSample:
     def batches(self):
         """Yield (molecules, properties, counters, rng_state) per finished batch, in order."""
         for path in self._files():
-            try:
-                with np.load(path, allow_pickle=False) as f:
-                    pos, z, off = f["positions"], f["atomic_numbers"], f["offsets"]
-                    props = json.loads(str(f["properties"]))
-                    counters = dict(zip(COUNTERS, (int(c) for c in f["counters"])))
-                    state = f["rng_state"].copy()
-            except (OSError, ValueError, KeyError) as e:
-                raise EADError(f"corrupt batch {path} of a stopped run: {e}; delete {self.folder} "
-                               "to sample again from the start") from None
+            with self._read(path) as f:
+                pos, z, off = f["positions"], f["atomic_numbers"], f["offsets"]
+                props = json.loads(str(f["properties"]))
+                counters = dict(zip(COUNTERS, (int(c) for c in f["counters"])))
+                state = f["rng_state"].copy()
             yield [(pos[a:b], z[a:b]) for a, b in zip(off[:-1], off[1:])], props, counters, state
+
+    def summary(self) -> tuple[int, dict, np.ndarray | None]:
+        """(molecules kept, the COUNTERS summed over the finished batches, the generator state after
+        the last one or None): what a continuing run needs, read without loading the molecules, so
+        that resuming a long run holds no more memory than running it."""
+        molecules, totals, state = 0, dict.fromkeys(COUNTERS, 0), None
+        for path in self._files():
+            with self._read(path) as f:
+                molecules += len(f["offsets"]) - 1
+                totals = {k: totals[k] + int(c) for k, c in zip(COUNTERS, f["counters"])}
+                state = f["rng_state"].copy()
+        return molecules, totals, state
+
+    @contextmanager
+    def _read(self, path: Path):
+        """One kept batch, opened lazily (an npz reads an array when it is asked for); a damaged
+        one is one error line."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                yield f
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise EADError(f"corrupt batch {path} of a stopped run: {e}; delete {self.folder} "
+                           "to sample again from the start") from None
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
