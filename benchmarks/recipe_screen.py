@@ -141,6 +141,8 @@ def cmd_run(a) -> int:
     unknown = [x for x in arms if x not in ARMS]
     if unknown:
         raise SystemExit(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+    if a.plan:
+        return plan(arms, a)
     for seed in map(int, a.seeds.split(",")):
         for arm in arms:
             for window in map(int, a.windows.split(",")):
@@ -154,6 +156,30 @@ def cmd_run(a) -> int:
                 save_results(res)
                 print(f"{time.strftime('%H:%M:%S')} {name}: atom {100 * row['atom_stability']:.1f} "
                       f"mol {100 * row['molecule_stability']:.1f} valid {100 * row['validity']:.1f}", flush=True)
+    return 0
+
+
+def plan(arms: list[str], a) -> int:
+    """Print the cells `run` would train, in its order, with each one's CPU-hours estimated from the
+    finished cells of the same preset and budget (training plus sampling: both depend on the arm)."""
+    res = load_results()
+    todo = [(arm, w, seed) for seed in map(int, a.seeds.split(",")) for arm in arms
+            for w in map(int, a.windows.split(",")) if cell_name(arm, w, seed, a.preset, a.molecules, a.tag) not in res]
+    done = [r for r in res.values() if r["preset"] == a.preset and r["molecules"] == a.molecules // a.batch_size * a.batch_size]
+
+    def hours(arm: str) -> float | None:
+        rows = [r for r in done if r["arm"] == arm and r.get("train_hours")] or [r for r in done if r.get("train_hours")]
+        if not rows:
+            return None
+        return sum(r["train_hours"] + r["sample_seconds"] / 3600 for r in rows) / len(rows)
+
+    total = 0.0
+    for arm, w, seed in todo:
+        h = hours(arm)
+        total += h or 0.0
+        print(f"{cell_name(arm, w, seed, a.preset, a.molecules, a.tag)}\t{'?' if h is None else f'{h:.2f}'} h")
+    print(f"{len(todo)} cells to run, about {total:.1f} CPU-hours (one thread each); "
+          f"{len(res)} cells finished", file=sys.stderr)
     return 0
 
 
@@ -232,6 +258,8 @@ def main(argv=None) -> int:
     r.add_argument("--molecules-sampled", type=int, default=1000)
     r.add_argument("--precision", default="32-true",
                    help="training precision (Fabric's): bf16-mixed where the CPU has bf16 units (docs/speed.md)")
+    r.add_argument("--plan", action="store_true",
+                   help="print the cells still to run and their estimated CPU-hours; train nothing")
     r.set_defaults(fn=cmd_run)
     q = sub.add_parser("report", help="print the table (mean ± sd over seeds)")
     q.add_argument("--update-doc", default=None, help="write the table between the recipe-table markers")
