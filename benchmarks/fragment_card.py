@@ -39,7 +39,7 @@ FIVE = [0, 1, 2, 3, 4]
 
 
 def cells() -> list[dict]:
-    return [dict(c, label=LABEL, model=MODEL, seeds=FIVE) for c in cooldown.cells()]
+    return [dict(cooldown.cell(LABEL, MODEL), seeds=FIVE)]
 
 
 def render(res: dict) -> str:

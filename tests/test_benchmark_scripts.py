@@ -292,7 +292,7 @@ def test_weights_table_compares_against_the_first_row(tmp_path, micro_model, cap
     import fragment_card
 
     # the fragment card samples the cooldown's cell (sampler, options, seeds) with other weights
-    (ours,), (theirs,) = fragment_card.cells(), cooldown.cells()
+    (ours,), theirs = fragment_card.cells(), cooldown.cells()[0]
     assert ours["options"] == theirs["options"] and set(theirs["seeds"]) < set(ours["seeds"])
     assert ours["model"] != theirs["model"]
     cells = [dict(theirs, label=cooldown.LABEL, model=micro_model, n=4, options={"steps": 3}),
@@ -305,6 +305,15 @@ def test_weights_table_compares_against_the_first_row(tmp_path, micro_model, cap
     # the five-seed table: the shipped model's committed cells (seeds 0-4) against the candidate's
     assert rows[2].startswith("| shipped") and " | 0,1,2,3,4 | 5000 | " in rows[2]
     assert " | 1,2,3 | 12 | " in rows[3] and rows[3].count("[") == 2
+    # the second cooldown: its cells and the shipped weights' own, sampled into one folder
+    second = tmp_path / "second"
+    assert [c["label"] for c in cooldown.cells()] == [cooldown.LABEL, *(label for label, _ in cooldown.SECOND)]
+    cells = [dict(cooldown.cell(label, micro_model), n=4, options={"steps": 3}) for label, _ in cooldown.SECOND]
+    assert sample_grid.sample_cells(cells, second, device="cpu", log=lambda m: None) == 4
+    assert cooldown.main(["report", str(second)]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith(("| shipped", "| second"))]
+    assert rows[0].startswith("| shipped (cpu12 EMA) | 1,2 | 8 |") and rows[0].count("[") == 0
+    assert rows[1].startswith("| second cooldown (cpu13 EMA) | 1,2 | 8 |") and rows[1].count("[") == 2
 
 
 def test_default_pool_pools_the_two_studies_default_cells(capsys):
@@ -350,6 +359,24 @@ def test_recipe_table_compares_each_arm_with_edm_on_shared_seeds():
     assert len(x0_rows) == 2 and all("| 0 |" in line for line in x0_rows)
     assert any("| 60.0 |" in line and "bf16-mixed" in line for line in x0_rows)
     assert recipe_screen.cell_name("x0", 9, 0, "tiny", 1_000_000, "bf16") == "tiny-1000k-x0-c9-s0-bf16"
+
+
+def test_recipe_plan_lists_the_missing_cells_with_their_hours(monkeypatch, capsys):
+    import recipe_screen
+
+    def row(arm, window, seed, hours):
+        return {"arm": arm, "window": window, "seed": seed, "preset": "tiny", "molecules": 1_000_000 // 64 * 64,
+                "train_hours": hours, "sample_seconds": 360.0}
+
+    done = {recipe_screen.cell_name(arm, w, s, "tiny", 1_000_000): row(arm, w, s, h)
+            for arm, w, s, h in (("edm", 9, 0, 0.5), ("edm", 0, 0, 0.7), ("x0", 9, 0, 1.9))}
+    monkeypatch.setattr(recipe_screen, "load_results", lambda: done)
+    assert recipe_screen.main(["run", "--plan", "--arms", "edm,x0,v", "--seeds", "0"]) == 0
+    out, err = capsys.readouterr()
+    # edm at C = 9 and 0 are finished; x0 at C = 0 is estimated from x0's cell, v from all cells
+    assert out.splitlines() == ["tiny-1000k-x0-c0-s0\t2.00 h", "tiny-1000k-v-c9-s0\t1.13 h",
+                                "tiny-1000k-v-c0-s0\t1.13 h"]
+    assert "3 cells to run, about 4.3 CPU-hours" in err
 
 
 def test_convergence_study_cells_flatness_and_paired_report(tmp_path):
