@@ -207,12 +207,19 @@ def add_report_options(p: argparse.ArgumentParser, block: str) -> None:
     p.add_argument("--json", default=None, help="keep the raw numbers in this file")
     p.add_argument("--update-doc", default=None, metavar="MD", help="replace the block between the markers in this file")
     p.add_argument("--block", default=block, help="the doc block to replace: <!-- BLOCK:begin --> … <!-- BLOCK:end -->")
+    p.add_argument("--known", action="append", default=[], metavar="JSON",
+                   help="cells evaluated before (a --json file of an earlier report) for labels whose files "
+                        "are not in the folder: their committed numbers, not sampled again")
 
 
-def evaluated_report(folder, prefixes: tuple, render, json_path=None, doc=None, block="") -> int:
+def evaluated_report(folder, prefixes: tuple, render, json_path=None, doc=None, block="", known=()) -> int:
     """Evaluate the cells whose labels start with `prefixes`, print render(results), and keep
-    them: the raw numbers in json_path, the table in doc inside `block`'s markers. Exit status."""
+    them: the raw numbers in json_path, the table in doc inside `block`'s markers. Labels with no
+    file in the folder are taken from the `known` reports' JSON files. Exit status."""
     res = evaluate_cells(Path(folder), log=lambda m: print(m, file=sys.stderr))
+    for path in known:
+        earlier = json.loads(Path(path).read_text())
+        res = {**{k: v for k, v in earlier.items() if k not in res}, **res}
     res = {k: v for k, v in res.items() if k.startswith(prefixes)}
     if not res:
         print(f"no {'/'.join(p + '*' for p in prefixes)} cells in {folder}", file=sys.stderr)
@@ -239,7 +246,7 @@ def cells_report_main(doc: str, cells, prefixes: tuple, render, block: str, argv
     if a.cmd == "cells":
         print(json.dumps(cells(), indent=1))
         return 0
-    return evaluated_report(a.folder, prefixes, render, a.json, a.update_doc, a.block)
+    return evaluated_report(a.folder, prefixes, render, a.json, a.update_doc, a.block, a.known)
 
 
 def difference(a: dict, b: dict, key: str = "molecule_stability", seeds=None) -> str:

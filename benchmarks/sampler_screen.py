@@ -12,6 +12,17 @@ seeds 3 and 4, chosen before sampling, 1,000 molecules per seed. Sampled in floa
     python benchmarks/sample_grid.py sample cells.json --out screen/ --threads 1
     python benchmarks/sampler_screen.py report screen/ --json benchmarks/results/sampler-screen/metrics.json \\
         --update-doc docs/autoguidance.md
+
+Round four (the `r4-*` cells) moves the corrector's calls to the low-noise end, where bonds form:
+`corrector_below` corrects only moves that end at t ≤ that time, and the calls saved at high
+noise buy more moves (or more corrector steps per move) at ≤ 98 calls. Its cells were sampled into
+a folder of their own; the earlier cells' numbers come from the committed metrics:
+
+    python benchmarks/sampler_screen.py cells | python -c "import json,sys; \\
+        json.dump([c for c in json.load(sys.stdin) if c['label'].startswith('r4-')], sys.stdout)" > r4.json
+    python benchmarks/sample_grid.py sample r4.json --out screen4/ --threads 1
+    python benchmarks/sampler_screen.py report screen4/ --known benchmarks/results/sampler-screen/metrics.json \\
+        --json benchmarks/results/sampler-screen/metrics.json --update-doc docs/autoguidance.md
 """
 
 from __future__ import annotations
@@ -36,6 +47,10 @@ CELLS = {
     "r3-adaptive-snr": ("adaptive", {"spacing": "snr"}, [0]),
     # the two leads of the first cells together: the manual sampler with the larger corrector step
     "r3-manual-r0.6": ("manual", {"corrector_snr": 0.6}, [0]),
+    # round four: the corrector only at the low-noise end, its saved calls spent on more moves
+    "r4-below500-48x2": ("adaptive", {"steps": 48, "corrector_below": 500}, [0]),
+    "r4-below250-64x2": ("adaptive", {"steps": 64, "corrector_below": 250}, [0]),
+    "r4-below200-52x4": ("adaptive", {"steps": 52, "corrector_steps": 4, "corrector_below": 200}, [0]),
 }
 
 

@@ -265,6 +265,21 @@ def test_sampler_screen_splits_selection_from_confirmation(tmp_path, micro_model
     assert [r.split(" | ")[0] for r in rows] == ["| card-adaptive (selection)", "| card-manual (selection)",
                                                  "| card-adaptive (confirmation)", "| card-manual (confirmation)"]
     assert " | 3,4 | 8 | " in rows[2] and " | 3,4 | 4 | " in rows[3] and rows[3].count("[") == 2
+    # a later round samples only its own cells; the earlier ones come from the committed report
+    earlier = tmp_path / "metrics.json"
+    assert sampler_screen.main(["report", str(tmp_path), "--json", str(earlier)]) == 0
+    capsys.readouterr()
+    later = tmp_path / "round4"
+    cell = {"label": "r4-below500-48x2", "model": micro_model, "sampler": "adaptive", "n": 4, "seeds": [0],
+            "options": {"steps": 3, "corrector_steps": 1, "corrector_below": 500}}
+    assert sample_grid.sample_cells([cell], later, device="cpu", log=lambda m: None) == 1
+    assert sampler_screen.main(["report", str(later), "--known", str(earlier), "--json", str(later / "m.json")]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith(("| card", "| r4"))]
+    assert rows[0].startswith("| card-adaptive (selection)") and rows[2].startswith("| r4-below500-48x2 (selection)")
+    assert rows[2].count("[") == 2 and "corrector_below 500" in rows[2]
+    merged = json.loads((later / "m.json").read_text())
+    assert set(merged) == {"card-adaptive", "card-manual", "r4-below500-48x2"}
+    assert merged["r4-below500-48x2"]["runs"][0]["settings"]["corrector_below"] == 500
 
 
 def test_fragments_table_puts_results_side_by_side(tmp_path, capsys):

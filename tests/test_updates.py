@@ -159,7 +159,20 @@ def test_langevin_corrector_pulls_samples_to_the_right_spread():
             assert float(x.mean(1).abs().max()) < 1e-9     # still zero-CoM per molecule
         assert calls[0] == 11 and calls[2] == 11 + 2 * 9    # no corrector after the last move (t = 0)
         assert spread[2] < 0.5 * spread[0], spread        # measured 0.056 against 0.131
-        assert sched.settings()["corrector_steps"] == 2
+        assert sched.settings()["corrector_steps"] == 2 and "corrector_below" not in sched.settings()
+        # --corrector-below: only moves that end at 0 < t ≤ 300 are corrected (grid 900, 800, …, 100,
+        # 0: three of them)
+        low = make_schedule("synchronous", noise, steps=10, update="ancestral", corrector_steps=2,
+                            corrector_snr=0.5, corrector_below=300)
+        seen = []
+        res = run_sampler(gaussian_denoiser(noise), noise, low, n, 4, 4, torch.Generator().manual_seed(0),
+                          dtype=torch.float64, on_step=lambda calls, t, zx, zh: seen.append((calls, int(t.max()))))
+        assert res.network_calls == 11 + 2 * 3 and low.settings()["corrector_below"] == 300
+        # calls so far after each move: one per move, two more after the moves to 300, 200 and 100
+        assert [c for c, t in seen if t in (500, 400, 300, 200, 100, 0)] == [5, 6, 9, 12, 15, 16]
+        for bad in (0, 1001):
+            with pytest.raises(EADError, match="corrector_below"):
+                make_schedule("synchronous", noise, steps=10, corrector_steps=1, corrector_below=bad)
         # after the second-order update, whose spread is already close, the corrector overshoots
         over = {}
         for k in (0, 1):

@@ -46,10 +46,10 @@ class SamplerSchedule:
 
     name = "base"
     # the SamplerConfig fields it takes
-    OPTIONS = ("steps", "spacing", "update", "eta", "corrector_steps", "corrector_snr")
+    OPTIONS = ("steps", "spacing", "update", "eta", "corrector_steps", "corrector_snr", "corrector_below")
 
     def __init__(self, noise: NoiseSchedule, *, steps: int | None, spacing: str, update: str, eta: float,
-                 corrector_steps: int = 0, corrector_snr: float = 0.1):
+                 corrector_steps: int = 0, corrector_snr: float = 0.1, corrector_below: int | None = None):
         self.timesteps = noise.timesteps
         self.steps = steps or noise.timesteps
         self.grid = strided_times(self.timesteps, self.steps, spacing, noise)
@@ -60,6 +60,10 @@ class SamplerSchedule:
             raise EADError("corrector steps must be ≥ 0 and the corrector's snr in (0, 1]")
         # Langevin corrector steps after each move (the sampling loop applies them: `updates.py`)
         self.corrector_steps, self.corrector_snr = int(corrector_steps), float(corrector_snr)
+        # only atoms whose time after the move is at most this are corrected (None: every atom)
+        self.corrector_below = self.timesteps if corrector_below is None else int(corrector_below)
+        if not 0 < self.corrector_below <= self.timesteps:
+            raise EADError(f"corrector_below must be in [1, {self.timesteps}]")
 
     def make_update(self) -> UpdateRule:
         """A fresh update rule (how atoms move from t to s) for one trajectory: `updates.py`."""
@@ -80,6 +84,8 @@ class SamplerSchedule:
             out.update(update=self.update, **({"eta": self.eta} if self.update == "ancestral" else {}))
         if self.corrector_steps:
             out.update(corrector_steps=self.corrector_steps, corrector_snr=self.corrector_snr)
+            if self.corrector_below < self.timesteps:
+                out.update(corrector_below=self.corrector_below)
         return out
 
     def _check_t_async(self, t_async: int | None) -> int:
@@ -360,6 +366,10 @@ class SamplerConfig:
         "--steps 32 --corrector-steps 2 makes about as many as --steps 100", "nonneg_int")
     corrector_snr: float = _option(0.1, "corrector: signal-to-noise ratio r of a Langevin step "
                                    "(step size 2·r²·σ² per atom; default: the model's)", "unit_float")
+    corrector_below: int | None = _option(
+        None, "corrector: only atoms whose time after a move is at most this are corrected, so the "
+        "corrector's calls go to the low-noise end where bonds form (default: every time, or the "
+        "model's)", "positive_int")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
