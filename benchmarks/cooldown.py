@@ -18,15 +18,17 @@ cells live in one folder:
 
 The second cooldown (cpu13) warms the learning rate of the shipped weights back up to 1e-4 and
 decays it to 0 over 24,000 steps; it is judged against the shipped weights (cpu12's EMA, `qm9`) the
-same way (`cells` lists both models' cells; the shipped ones are sampled again beside it, so that
-one folder holds the paired cells):
+same way, with the sampler fixed before it was trained (the earlier default, a corrector after each
+of 32 moves; the shipped ones are sampled again beside it, so that one folder holds the paired
+cells), and with the default sampler of round four of the sampler screen, whose cells on the shipped
+weights (`r4-below200-51x4`) come from that screen's committed numbers:
 
     bash scripts/train_shipped.sh --lr 1e-4 --warmup-steps 250 --lr-schedule cosine \\
         --max-steps 24000 --precision bf16-mixed
     python benchmarks/cooldown.py cells > cells.json
     python benchmarks/sample_grid.py sample cells.json --out cooldown2/ --threads 1
-    python benchmarks/cooldown.py report cooldown2/ --json benchmarks/results/cooldown/metrics2.json \\
-        --update-doc docs/model-card.md --block cooldown2-table
+    python benchmarks/cooldown.py report cooldown2/ --known benchmarks/results/sampler-screen/metrics.json \\
+        --json benchmarks/results/cooldown/metrics2.json --update-doc docs/model-card.md --block cooldown2-table
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corrector import CELLS as CORRECTOR_CELLS  # noqa: E402
+from corrector import CELLS as CORRECTOR_CELLS, EVERY_MOVE  # noqa: E402
+from sampler_screen import CELLS as SCREEN_CELLS, DEFAULT as SCREEN_DEFAULT  # noqa: E402
 from sample_grid import cells_report_main, difference, pct, pooled  # noqa: E402
 
 BLOCK = "cooldown-table"
@@ -45,16 +48,21 @@ SEEDS = [1, 2]
 LABEL = "cooldown"
 # the second cooldown: (label, weights) of the shipped model it starts from, then its own
 SECOND = (("shipped-cpu12", "qm9"), ("cooldown2", "training/qm9-small-c9-cpu13/model"))
+# ... and with the default sampler now: the screen's cell on the shipped weights, and its own
+NOW = "r4-below200-51x4"
+NOW_OPTIONS = {**SCREEN_DEFAULT, **SCREEN_CELLS[NOW][1]}
+SECOND_NOW = (NOW, ("cooldown2-now", "training/qm9-small-c9-cpu13/model"))
 
 
-def cell(label: str, model: str) -> dict:
-    """The default sampler on `model`, 1,000 molecules per seed of SEEDS."""
+def cell(label: str, model: str, options: dict | None = None) -> dict:
+    """The sampler of `options` (default: the earlier default) on `model`, 1,000 molecules per seed of SEEDS."""
     return {"label": label, "model": model, "sampler": "adaptive", "n": 1000, "seeds": SEEDS,
-            "options": CORRECTOR_CELLS[BASE][0]}
+            "options": options or {**CORRECTOR_CELLS[BASE][0], **EVERY_MOVE}}
 
 
 def cells() -> list[dict]:
-    return [cell(label, model) for label, model in ((LABEL, MODEL), *SECOND)]
+    return [*(cell(label, model) for label, model in ((LABEL, MODEL), *SECOND)),
+            cell(*SECOND_NOW[1], NOW_OPTIONS)]
 
 
 def weights_table(res: dict, rows, seeds) -> str:
@@ -80,13 +88,18 @@ def weights_table(res: dict, rows, seeds) -> str:
 
 def render(res: dict) -> str:
     if SECOND[1][0] in res:   # the second cooldown against the weights it started from
-        return weights_table(res, ((SECOND[0][0], "shipped (cpu12 EMA)"), (SECOND[1][0], "second cooldown (cpu13 EMA)")),
-                             SEEDS)
+        table = weights_table(res, ((SECOND[0][0], "shipped (cpu12 EMA), earlier default sampler"),
+                                    (SECOND[1][0], "second cooldown (cpu13 EMA), earlier default sampler")), SEEDS)
+        if SECOND_NOW[1][0] in res and NOW in res:
+            now = weights_table(res, ((NOW, "shipped (cpu12 EMA), default sampler"),
+                                      (SECOND_NOW[1][0], "second cooldown (cpu13 EMA), default sampler")), SEEDS)
+            table += "\n" + "\n".join(now.splitlines()[2:])
+        return table
     return weights_table(res, ((BASE, "shipped before (gpu5 EMA)"), (LABEL, "after the cooldown (cpu12 EMA)")), SEEDS)
 
 
 def main(argv=None) -> int:
-    return cells_report_main(__doc__, cells, (BASE, LABEL, SECOND[0][0]), render, BLOCK, argv)
+    return cells_report_main(__doc__, cells, (BASE, LABEL, SECOND[0][0], NOW), render, BLOCK, argv)
 
 
 if __name__ == "__main__":

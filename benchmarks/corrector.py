@@ -48,8 +48,14 @@ CELLS = {
 }
 
 
+# these cells correct after every move, as the model's defaults did when they were drawn (the
+# default since the sampler screen's round four corrects only moves that end at t <= 200)
+EVERY_MOVE = {"corrector_below": 1000}
+
+
 def cells() -> list[dict]:
-    return [{"label": k, "model": "qm9", "sampler": "adaptive", "n": 1000, "seeds": seeds, "options": opts}
+    return [{"label": k, "model": "qm9", "sampler": "adaptive", "n": 1000, "seeds": seeds,
+             "options": {**opts, **(EVERY_MOVE if opts.get("corrector_steps") else {})}}
             for k, (opts, seeds) in CELLS.items()]
 
 

@@ -4,7 +4,7 @@
 carrying a held fragment (docs/fragments.md). Before it ships, its free molecules must stay within
 noise of the model it started from. Two fine-tunes are compared: P = 0.5 (its cells were sampled
 from the run's exported model, now in the git history) and P = 0.25 (shipped as `qm9-fragment`).
-Both are sampled with the default sampler (adaptive, 32 ancestral moves, two corrector steps each
+Both are sampled with the earlier default sampler (adaptive, 32 ancestral moves, two corrector steps each
 at r = 0.5; 98 calls), 1,000 molecules per seed:
 
 - seeds 1 and 2, chosen before sampling; the shipped model's cells are cooldown.py's (the same

@@ -35,7 +35,8 @@ from sample_grid import cells_report_main, difference, pct, pooled  # noqa: E402
 
 BLOCK = "sampler-screen-table"
 MODEL = "src/ead/pretrained/qm9"      # the card's cells name the package folder; same weights as "qm9"
-DEFAULT = {"steps": 32, "update": "ancestral", "corrector_steps": 2, "corrector_snr": 0.5}
+# the default of rounds three and four's reference cells: a corrector after every one of 32 moves
+DEFAULT = {"steps": 32, "update": "ancestral", "corrector_steps": 2, "corrector_snr": 0.5, "corrector_below": 1000}
 BASE, SELECT, CONFIRM = "card-adaptive", 0, (3, 4)
 # label -> (sampler, options over the default's, seeds)
 CELLS = {
@@ -51,6 +52,9 @@ CELLS = {
     "r4-below500-48x2": ("adaptive", {"steps": 48, "corrector_below": 500}, [0]),
     "r4-below250-64x2": ("adaptive", {"steps": 64, "corrector_below": 250}, [0]),
     "r4-below200-52x4": ("adaptive", {"steps": 52, "corrector_steps": 4, "corrector_below": 200}, [0]),
+    # the third's 103 calls are over the 100 allowed: the same at 51 moves, and six steps below 125
+    "r4-below200-51x4": ("adaptive", {"steps": 51, "corrector_steps": 4, "corrector_below": 200}, [0, 3, 4, 1, 2]),
+    "r4-below125-50x6": ("adaptive", {"steps": 50, "corrector_steps": 6, "corrector_below": 125}, [0]),
 }
 
 

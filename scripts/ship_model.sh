@@ -6,8 +6,9 @@
 #   bash scripts/ship_model.sh [RUN_DIR | MODEL_DIR] [NAME]   (default: the run being trained on,
 #   named in training/current_run; a run folder's model/ is re-exported at every checkpoint, so copy it
 #   aside first when training is running and pass the copy)
-# The sampler defaults stay those of the model shipped now (its config.json's sampler_defaults, the
-# one source of truth, changed only on a measured win: docs/autoguidance.md and docs/model-card.md).
+# The sampler defaults stay those of the model shipped now under NAME (its config.json's
+# sampler_defaults, the one source of truth, changed only on a measured win: docs/autoguidance.md and
+# docs/model-card.md; a new NAME starts from qm9's).
 # The paper's setting, per command:
 #   ead sample --steps 1000 --update ancestral --stall-lag 0 --corrector-steps 0
 set -euo pipefail
@@ -23,7 +24,8 @@ if (src / "checkpoints" / "latest").exists():
     from ead.train import export_checkpoint   # the checkpoint is the source: a fresh export, fresh card
     export_checkpoint(src, src / "model")
 m = EAD.from_pretrained(src / "model" if (src / "model").is_dir() else src)
-m.sampler_defaults = EAD.from_pretrained("src/ead/pretrained/qm9").sampler_defaults
+shipped = Path(f"src/ead/pretrained/{sys.argv[2]}")   # the name's own defaults (qm9-fragment keeps its own)
+m.sampler_defaults = EAD.from_pretrained(shipped if shipped.is_dir() else "src/ead/pretrained/qm9").sampler_defaults
 m.save_pretrained(f"src/ead/pretrained/{sys.argv[2]}")
 print("shipped", sys.argv[2], m.card)
 PY

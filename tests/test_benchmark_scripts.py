@@ -322,24 +322,35 @@ def test_weights_table_compares_against_the_first_row(tmp_path, micro_model, cap
     assert " | 1,2,3 | 12 | " in rows[3] and rows[3].count("[") == 2
     # the second cooldown: its cells and the shipped weights' own, sampled into one folder
     second = tmp_path / "second"
-    assert [c["label"] for c in cooldown.cells()] == [cooldown.LABEL, *(label for label, _ in cooldown.SECOND)]
-    cells = [dict(cooldown.cell(label, micro_model), n=4, options={"steps": 3}) for label, _ in cooldown.SECOND]
-    assert sample_grid.sample_cells(cells, second, device="cpu", log=lambda m: None) == 4
+    assert [c["label"] for c in cooldown.cells()] == [cooldown.LABEL, *(label for label, _ in cooldown.SECOND),
+                                                      cooldown.SECOND_NOW[1][0]]
+    # the earlier default corrects after every move, whatever the shipped model's defaults say now
+    assert cooldown.cells()[1]["options"]["corrector_below"] == 1000
+    assert cooldown.cells()[-1]["options"]["corrector_below"] == 200
+    labels = [label for label, _ in cooldown.SECOND] + [cooldown.NOW, cooldown.SECOND_NOW[1][0]]
+    cells = [dict(cooldown.cell(label, micro_model), n=4, options={"steps": 3}) for label in labels]
+    assert sample_grid.sample_cells(cells, second, device="cpu", log=lambda m: None) == 8
     assert cooldown.main(["report", str(second)]) == 0
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith(("| shipped", "| second"))]
-    assert rows[0].startswith("| shipped (cpu12 EMA) | 1,2 | 8 |") and rows[0].count("[") == 0
-    assert rows[1].startswith("| second cooldown (cpu13 EMA) | 1,2 | 8 |") and rows[1].count("[") == 2
+    assert rows[0].startswith("| shipped (cpu12 EMA), earlier default sampler | 1,2 | 8 |") and rows[0].count("[") == 0
+    assert rows[1].startswith("| second cooldown (cpu13 EMA), earlier default sampler | 1,2 | 8 |")
+    assert rows[1].count("[") == 2
+    assert rows[2].startswith("| shipped (cpu12 EMA), default sampler | 1,2 | 8 |") and rows[2].count("[") == 0
+    assert rows[3].startswith("| second cooldown (cpu13 EMA), default sampler | 1,2 | 8 |") and rows[3].count("[") == 2
 
 
 def test_default_pool_pools_the_two_studies_default_cells(capsys):
     import default_pool
 
     assert default_pool.main() == 0
-    row = capsys.readouterr().out
-    # seeds 0, 3, 4 from the sampler screen and 1, 2 from the cooldown: one row, each seed once
-    assert row.startswith("| adaptive, seeds 0,1,2,3,4 (5,000 molecules, 98 calls) | ")
-    atom, mol, valid = (float(v) for v in row.split(" | ")[1:4])
-    assert 0 < mol < atom <= 100 and 0 < valid <= 100
+    now, earlier = capsys.readouterr().out.splitlines()
+    # the default: one cell of seeds 0-4; the earlier one: seeds 0, 3, 4 from the sampler screen and
+    # 1, 2 from the cooldown, each seed once
+    assert now.startswith("| adaptive, default, seeds 0,1,2,3,4 (5,000 molecules, 97 calls) | ")
+    assert earlier.startswith("| adaptive, earlier default, seeds 0,1,2,3,4 (5,000 molecules, 98 calls) | ")
+    for row in (now, earlier):
+        atom, mol, valid = (float(v) for v in row.split(" | ")[1:4])
+        assert 0 < mol < atom <= 100 and 0 < valid <= 100
 
 
 def test_fragments_sampler_options_parse_as_ead_sample_flags():

@@ -268,7 +268,8 @@ def test_cli_hints_at_the_corrector_when_fragment_trajectories_diverge(tmp_path,
     write_sdf(tmp_path / "f.sdf", [(FRAG_X, FRAG_Z)])
     base = ["sample", "--model", "qm9", "-n", "8", "--fragment", str(tmp_path / "f.sdf"), "--add", "8", "--seed", "0",
             "-o", str(tmp_path / "g.sdf"), "--threads", "1"]
-    assert main(base + ["--quiet", "--corrector-steps", "2"]) == 0
+    # (the corrector after every move, as the earlier default had it)
+    assert main(base + ["--quiet", "--steps", "32", "--corrector-steps", "2", "--corrector-below", "1000"]) == 0
     err = capsys.readouterr().err
     assert "diverged" in err and "hint:" in err and "--corrector-steps 0" in err
     assert main(base) == 0
@@ -279,11 +280,14 @@ def test_cli_hints_at_the_corrector_when_fragment_trajectories_diverge(tmp_path,
 @pytest.mark.skipif("qm9-fragment" not in __import__("ead.pipeline").pipeline.available_models(),
                     reason="no shipped fragment model")
 def test_shipped_fragment_model_is_the_default_for_growing(tmp_path, capsys):
-    # the package's fragment-trained model says so in its card, samples with the qm9 model's
-    # defaults, and is what `ead sample --fragment` uses without --model
+    # the package's fragment-trained model says so in its card, samples with the sampler its
+    # fragment results were measured with (the qm9 model's earlier default: a corrector after every
+    # move; docs/fragments.md), and is what `ead sample --fragment` uses without --model
     grower = EAD.from_pretrained("qm9-fragment")
     assert grower.trained_with_fragments and not EAD.from_pretrained("qm9").trained_with_fragments
-    assert grower.sampler_defaults == EAD.from_pretrained("qm9").sampler_defaults
+    qm9 = EAD.from_pretrained("qm9").sampler_defaults
+    earlier = {k: v for k, v in qm9.items() if k != "corrector_below"} | {"steps": 32, "corrector_steps": 2}
+    assert grower.sampler_defaults == earlier
     write_sdf(tmp_path / "f.sdf", [(FRAG_X, FRAG_Z)])
     out = tmp_path / "g.sdf"
     assert main(["sample", "-n", "4", "--fragment", str(tmp_path / "f.sdf"), "--add", "8", "--seed", "0",

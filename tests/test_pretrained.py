@@ -19,18 +19,20 @@ def test_shipped_model_describes_itself(shipped):
     assert cfg.dataset == "qm9" and list(cfg.atom_types) == [1, 6, 7, 8, 9] and cfg.window == 9
     card = shipped.card
     assert card["training_steps"] > 0 and card["total_training_steps"] >= card["training_steps"]
-    # the default sampler is the card's: adaptive (λ = 0.8, w = 2), 32 ancestral moves, each followed
-    # by two Langevin corrector steps (r = 0.5): under 100 network calls
+    # the default sampler is the card's: adaptive (λ = 0.8, w = 2), 51 ancestral moves, four Langevin
+    # corrector steps (r = 0.5) after each move that ends at t ≤ 200: under 100 network calls
     d = shipped.sampler_defaults
     assert (d["sampler"], d["steps"], d["update"], d["async_ratio"], d["history"], d["corrector_steps"],
-            d["corrector_snr"]) == ("adaptive", 32, "ancestral", 0.8, 2, 2, 0.5)
+            d["corrector_snr"], d["corrector_below"]) == ("adaptive", 51, "ancestral", 0.8, 2, 4, 0.5, 200)
 
 
 def test_shipped_model_samples_with_its_defaults(shipped):
     arrays, settings = shipped.sample_arrays(3, seed=0, num_atoms=9)
-    assert settings["sampler"] == "adaptive" and settings["steps"] == 32
-    assert settings["corrector_steps"] == 2 and "update" not in settings   # ancestral: the default rule
-    assert 96 <= settings["network_calls"] <= 100   # 32 moves + two correctors after each, the adaptive tail
+    assert settings["sampler"] == "adaptive" and settings["steps"] == 51
+    assert settings["corrector_steps"] == 4 and settings["corrector_below"] == 200
+    assert "update" not in settings   # ancestral: the default rule
+    # 51 moves, four correctors after each of the ~10 that end at t ≤ 200, the adaptive tail
+    assert 92 <= settings["network_calls"] <= 100
     for pos, z in arrays:
         assert pos.shape == (9, 3) and np.isfinite(pos).all()
         assert set(z.tolist()) <= {1, 6, 7, 8, 9}
@@ -43,5 +45,5 @@ def test_shipped_defaults_take_every_sampler_option(shipped):
     for sampler in ("synchronous", "manual", "adaptive"):
         for spacing in ("uniform", "snr"):
             s = shipped.make_schedule(sampler, spacing=spacing).settings()
-            assert s["spacing"] == spacing and s["steps"] == 32
+            assert s["spacing"] == spacing and s["steps"] == 51 and s["corrector_below"] == 200
     assert shipped.make_schedule("adaptive", spacing="snr").settings()["stall_lag"] == 0
