@@ -38,6 +38,7 @@ def test_train_on_sdf_then_sample_sdf_and_xyz(trained, capsys):
     assert len(mols) == 5 and all(m is not None and m.GetNumConformers() == 1 for m in mols)
     assert mols[0].GetProp("ead_sampler") == "adaptive" and mols[0].GetProp("ead_seed") == "3"
     assert mols[0].GetProp("ead_steps") == "20"
+    assert 20 <= int(mols[0].GetProp("ead_network_calls")) <= 30   # 20 moves, the adaptive tail, the decode
     rc = main(["sample", "--model", str(model), "-n", "4", "-o", str(trained / "s.xyz"),
                "--steps", "10", "--sampler", "manual", "--quiet"])
     assert rc == 0 and len(read_molecules(trained / "s.xyz").molecules) == 4

@@ -159,7 +159,9 @@ def run(args) -> int:
             for index, (res, _) in enumerate(batches, start=finished):
                 mols, targets, dropped = drop_empty(split_result(res, types), res.info.get("condition", {}))
                 mols, targets, bad = drop_diverged(mols, targets)
-                props = [{k: f"{v[i]:.6g}" for k, v in targets.items()} for i in range(len(mols))]
+                # each record says what its batch cost: the adaptive loop's calls vary with the batch
+                props = [{**{k: f"{v[i]:.6g}" for k, v in targets.items()},
+                          "ead_network_calls": str(res.network_calls)} for i in range(len(mols))]
                 mols, props = finished_records(mols, props, args)
                 counters = {"network_calls": res.network_calls, "empty": dropped, "diverged": bad}
                 store.save(index, mols, props, counters, res.info["rng_state"].numpy())
