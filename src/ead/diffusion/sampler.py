@@ -111,10 +111,12 @@ def run_sampler(denoiser: Callable, noise: NoiseSchedule, schedule: SamplerSched
                           noise_scale)
         if held is not None:   # undo float drift: the held atoms move rigidly only
             z_x, z_h = fixed.hold(z_x, z_h, mol, B, home)
-        active = (s > 0) & (s <= schedule.corrector_below)
-        if held is not None:
-            active &= ~held
-        if schedule.corrector_steps and bool(active.any()):
+        active = None
+        if schedule.corrector_steps:   # atoms still noisy, at most corrector_below, not held
+            active = (s > 0) & (s <= schedule.corrector_below)
+            if held is not None:
+                active &= ~held
+        if active is not None and bool(active.any()):
             time = s.to(dtype) / T
             for _ in range(schedule.corrector_steps):
                 cx, ch = denoiser(z_x, z_h, time, mol, B, edges, context)
