@@ -65,36 +65,36 @@ def cells() -> list[dict]:
             cell(*SECOND_NOW[1], NOW_OPTIONS)]
 
 
-def weights_table(res: dict, rows, seeds) -> str:
+def weights_table(res: dict, rows, seeds, *more) -> str:
     """One row per (cell label, name of its weights) over `seeds`, pooled; the first row is the
-    reference the Δ columns of the others are taken against."""
-    base = res.get(rows[0][0])
+    reference the Δ columns of the others are taken against. Each further group of rows in `more`
+    continues the same table with its own first row as its reference."""
     lines = ["| weights | seeds | molecules | calls | atom stab. | mol. stab. | Δ mol. stab. [95 %] | valid | "
              "Δ valid [95 %] | V×U | novelty | connected |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for label, name in rows:
-        e = res.get(label)
-        if e is None:
-            continue
-        runs = [r for r in e["runs"] if r["seed"] in seeds]
-        mean, n, calls = pooled(e, seeds)
-        other = label != rows[0][0] and base is not None
-        lines.append(f"| {name} | {','.join(str(r['seed']) for r in runs)} | {n} | {calls:.0f} | "
-                     f"{pct(mean['atom_stability'])} | {pct(mean['molecule_stability'])} | "
-                     f"{difference(base, e, seeds=seeds) if other else '–'} | {pct(mean['validity'])} | "
-                     f"{difference(base, e, 'validity', seeds=seeds) if other else '–'} | "
-                     f"{pct(mean['valid_and_unique'])} | {pct(mean['novelty'])} | {pct(mean['connectivity'])} |")
+    for group in (rows, *more):
+        base = res.get(group[0][0])
+        for label, name in group:
+            e = res.get(label)
+            if e is None:
+                continue
+            runs = [r for r in e["runs"] if r["seed"] in seeds]
+            mean, n, calls = pooled(e, seeds)
+            other = label != group[0][0] and base is not None
+            lines.append(f"| {name} | {','.join(str(r['seed']) for r in runs)} | {n} | {calls:.0f} | "
+                         f"{pct(mean['atom_stability'])} | {pct(mean['molecule_stability'])} | "
+                         f"{difference(base, e, seeds=seeds) if other else '–'} | {pct(mean['validity'])} | "
+                         f"{difference(base, e, 'validity', seeds=seeds) if other else '–'} | "
+                         f"{pct(mean['valid_and_unique'])} | {pct(mean['novelty'])} | {pct(mean['connectivity'])} |")
     return "\n".join(lines)
 
 
 def render(res: dict) -> str:
     if SECOND[1][0] in res:   # the second cooldown against the weights it started from
-        table = weights_table(res, ((SECOND[0][0], "shipped (cpu12 EMA), earlier default sampler"),
-                                    (SECOND[1][0], "second cooldown (cpu13 EMA), earlier default sampler")), SEEDS)
-        if SECOND_NOW[1][0] in res and NOW in res:
-            now = weights_table(res, ((NOW, "shipped (cpu12 EMA), default sampler"),
-                                      (SECOND_NOW[1][0], "second cooldown (cpu13 EMA), default sampler")), SEEDS)
-            table += "\n" + "\n".join(now.splitlines()[2:])
-        return table
+        earlier = ((SECOND[0][0], "shipped (cpu12 EMA), earlier default sampler"),
+                   (SECOND[1][0], "second cooldown (cpu13 EMA), earlier default sampler"))
+        now = ((NOW, "shipped (cpu12 EMA), default sampler"),
+               (SECOND_NOW[1][0], "second cooldown (cpu13 EMA), default sampler"))
+        return weights_table(res, earlier, SEEDS, *((now,) if SECOND_NOW[1][0] in res and NOW in res else ()))
     return weights_table(res, ((BASE, "shipped before (gpu5 EMA)"), (LABEL, "after the cooldown (cpu12 EMA)")), SEEDS)
 
 
