@@ -90,3 +90,25 @@ def test_cli_guide_flags(tmp_path, pair):
     r = subprocess.run([sys.executable, "-m", "ead", "sample", "--model", str(tmp_path / "main"), "-n", "2",
                         "--guidance", "2", "-o", str(tmp_path / "x.sdf")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()] and "--guide" in r.stderr
+
+
+def test_a_conditional_model_takes_an_unconditional_guide(pair):
+    """Classifier-free guidance with the unconditional model apart: the guide ignores the context,
+    w = 1 is the conditional model alone, and a guide conditioned on something else is refused."""
+    _, guide = pair
+    cond = _model(3, context=("alpha",), context_mean=(75.0,), context_mad=(6.0,))
+    plain, _ = cond.sample_arrays(3, sampler="synchronous", steps=10, seed=0, num_atoms=[5, 9, 14],
+                                  condition={"alpha": 80.0})
+    same, s1 = cond.sample_arrays(3, sampler="synchronous", steps=10, seed=0, num_atoms=[5, 9, 14],
+                                  condition={"alpha": 80.0}, guide=guide, guidance=1.0)
+    assert s1["network_calls"] == 2 * 11
+    for (a, _), (b, _) in zip(plain, same):
+        torch.testing.assert_close(torch.as_tensor(a), torch.as_tensor(b), atol=1e-4, rtol=1e-4)
+    pushed, _ = cond.sample_arrays(3, sampler="synchronous", steps=10, seed=0, num_atoms=[5, 9, 14],
+                                   condition={"alpha": 80.0}, guide=guide, guidance=3.0)
+    assert any(not torch.allclose(torch.as_tensor(a), torch.as_tensor(b)) for (a, _), (b, _) in zip(plain, pushed))
+    other = _model(4, context=("gap",), context_mean=(6.8,), context_mad=(1.0,))
+    with pytest.raises(EADError, match="context"):
+        cond.guided_by(other, 2.0)
+    with pytest.raises(EADError, match="context"):
+        guide.guided_by(cond, 2.0)        # an unconditional model is not guided by a conditional one

@@ -257,13 +257,18 @@ class EAD:
     def guided_by(self, guide: "EAD | str | os.PathLike", weight: float):
         """The sampling network autoguided by `guide` (a weaker model of the same data and
         features: an earlier checkpoint, a smaller preset), ε = ε_g + w·(ε − ε_g):
-        `diffusion/guidance.py`. Two network calls per step."""
+        `diffusion/guidance.py`. Two network calls per step. A conditional model may also be
+        guided by an unconditional model of the same data: that is classifier-free guidance
+        (Ho & Salimans 2022, with the unconditional model trained apart), which pushes each step
+        towards the requested property values; the guide network ignores the context."""
         from .diffusion.guidance import Autoguided
 
         guide = guide if isinstance(guide, EAD) else EAD.from_pretrained(guide, device=self.device)
         mine, theirs = self.config, guide.config
-        for field in ("atom_types", "include_charges", "size_mode", "context", "timesteps",
-                      "noise_schedule"):
+        fields = ["atom_types", "include_charges", "size_mode", "timesteps", "noise_schedule"]
+        if theirs.context or not mine.context:   # a conditional guide reads the same normalised context
+            fields += ["context", "context_mean", "context_mad"]
+        for field in fields:
             if getattr(mine, field) != getattr(theirs, field):
                 raise EADError(f"the guide model has another {field} ({getattr(theirs, field)!r}, "
                                f"this model {getattr(mine, field)!r}); it must model the same data")

@@ -58,7 +58,9 @@ def add(sub):
     p.add_argument("--guide", metavar="MODEL",
                    help="autoguidance: a weaker model of the same data (an earlier checkpoint's model "
                         "folder, or a smaller preset) whose prediction each step moves away from, "
-                        "ε = ε_guide + w·(ε − ε_guide); two network calls per step (docs/autoguidance.md)")
+                        "ε = ε_guide + w·(ε − ε_guide); two network calls per step (docs/autoguidance.md). "
+                        "For a conditional model, an unconditional model of the same data (e.g. qm9) "
+                        "gives classifier-free guidance towards --condition (docs/conditional.md)")
     p.add_argument("--guidance", type=positive_float, metavar="W",
                    help="autoguidance weight w (default 2; 1 = no guidance); needs --guide")
     add_threads_flag(p)
