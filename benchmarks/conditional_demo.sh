@@ -4,7 +4,8 @@
 # property predictor. Defaults: the α demo's run folders (training/qm9-small-c9-alpha,
 # training/predictor-alpha: retrain them or restore them from git, docs/conditional.md); the
 # few-step sampler (100 steps, sde-dpm2m, no corrector), float32, seed 0; SAMPLER_ARGS "" samples with the model's
-# own sampler defaults instead (those of the shipped qm9 model, once set on the folder).
+# own sampler defaults instead (those of the shipped qm9 model, once set on the folder), and
+# "--guide qm9 --guidance W" adds classifier-free guidance by the unconditional model to them.
 #   bash benchmarks/conditional_demo.sh [MODEL_DIR PREDICTOR_DIR OUT_DIR N "T1 T2 T3" "SAMPLER_ARGS"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,11 +29,13 @@ done
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-print("| samples | n | target mean | predicted mean | MAE | shuffled | atom count only | predictor test | mol. stab. | valid |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| samples | n | target mean | predicted mean | MAE [95 %] | shuffled | atom count only | MAE − atom count only [95 %] | predictor test | mol. stab. | valid |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for f in sorted(out.glob("*.json")):
     r = json.loads(f.read_text()); p = r["property"]
-    print(f"| {f.stem} | {p['num_molecules']} | {p['target_mean']:.2f} | {p['predicted_mean']:.2f} | {p['mae']:.3f} | "
-          f"{p['shuffled_mae']:.3f} | {p['size_only_mae']:.3f} | {p['predictor_test_mae']:.3f} | "
+    lo, hi = p["mae_interval"]; d, dlo, dhi = p["vs_size_only"]
+    print(f"| {f.stem} | {p['num_molecules']} | {p['target_mean']:.2f} | {p['predicted_mean']:.2f} | "
+          f"{p['mae']:.2f} [{lo:.2f}, {hi:.2f}] | {p['shuffled_mae']:.2f} | {p['size_only_mae']:.2f} | "
+          f"{d:+.2f} [{dlo:+.2f}, {dhi:+.2f}] | {p['predictor_test_mae']:.2f} | "
           f"{100 * r['molecule_stability']:.1f} | {100 * r['validity']:.1f} |")
 PY

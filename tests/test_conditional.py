@@ -221,6 +221,14 @@ def test_evaluate_reports_the_property_mae(predictor_run, tmp_path, capsys, qm9_
     guess = size_means("alpha", sizes)
     assert got["size_only_mae"] == pytest.approx(np.abs(targets - guess).mean())
     assert got["shuffled_mae"] is not None and got["shuffled_mae"] != got["mae"]
+    # the intervals: around the MAE, and the paired difference from the size-only reference (the
+    # command read the SDF's rounded coordinates: its predictions differ in the fifth digit)
+    err, size_err = np.abs(pred.predict(mols) - targets), np.abs(targets - guess)
+    lo, hi = got["mae_interval"]
+    assert lo < got["mae"] < hi and hi - lo == pytest.approx(2 * 1.96 * err.std(ddof=1) / np.sqrt(20), rel=1e-3)
+    d, dlo, dhi = got["vs_size_only"]
+    assert d == pytest.approx(got["mae"] - got["size_only_mae"]) and dlo < d < dhi
+    assert dhi - dlo == pytest.approx(2 * 1.96 * (err - size_err).std(ddof=1) / np.sqrt(20), rel=1e-3)
     # QM9's own α: the size-only guess is closer to it than to these arbitrary targets
     alpha = qm9_train.properties[:20, qm9_train.property_names.index("alpha")]
     assert np.abs(alpha - guess).mean() < np.abs(targets - guess).mean()

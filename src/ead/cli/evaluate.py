@@ -98,10 +98,14 @@ def _table(r: dict, sources: str) -> str:
         p = r["property"]
         lower = p["predictor_test_mae"]
         lines += ["", f"conditional generation: {p['property']} ({p['num_molecules']} molecules)",
-                  f"{'MAE target vs predicted':<28}{_num(p['mae'])} {p['unit']}",
+                  f"{'MAE target vs predicted':<28}{_num(p['mae'])} {p['unit']}"
+                  + (f"   [95 % {p['mae_interval'][0]:.4f}, {p['mae_interval'][1]:.4f}]" if p.get("mae_interval") else ""),
                   f"{'  mean target / predicted':<28}{_num(p['target_mean'])} / {p['predicted_mean']:.4f}",
                   f"{'  targets shuffled':<28}{_num(p['shuffled_mae'])}   (the condition ignored)",
                   f"{'  atom count only':<28}{_num(p['size_only_mae'])}   (QM9 mean for the size)"]
+        if p.get("vs_size_only"):
+            d, lo, hi = p["vs_size_only"]
+            lines.append(f"{'  MAE − atom count only':<28}{d:+.4f}   [95 % {lo:+.4f}, {hi:+.4f}]")
         if lower is not None:
             lines.append(f"{'  predictor on QM9 test':<28}{_num(lower)}   (the lower bound)")
     if "energy" in r:

@@ -16,8 +16,11 @@ def property_mae(predictor, molecules, targets, seed: int = 0) -> dict:
     predictions against the targets permuted: what ignoring the condition scores) and
     `size_only_mae` (|target − the QM9 mean for the molecule's atom count|: what getting only the
     size right scores). Beating the first shows the condition is used; beating the second, that it
-    shapes more than the atom count. `predictor`: anything with `predict(molecules)`, `config`
-    (property, unit) and `info` (test_mae), as model.predictor.Predictor."""
+    shapes more than the atom count. `mae_interval` is the MAE's 95 % interval (normal, over the
+    molecules) and `vs_size_only` the paired difference MAE − size_only_mae with its 95 % interval:
+    below zero with the interval, the molecules beat the size-only reference beyond sampling noise.
+    `predictor`: anything with `predict(molecules)`, `config` (property, unit) and `info`
+    (test_mae), as model.predictor.Predictor."""
     mols = as_molecule_set(molecules)
     targets = np.asarray(targets, dtype=np.float64)
     pred = predictor.predict(mols)
@@ -27,12 +30,23 @@ def property_mae(predictor, molecules, targets, seed: int = 0) -> dict:
     out = {"property": predictor.config.property, "unit": predictor.config.unit,
            "mae": float(np.abs(pred - targets).mean()) if n else None, "num_molecules": int(n),
            "target_mean": float(targets.mean()) if n else None, "predicted_mean": float(pred.mean()) if n else None,
-           "shuffled_mae": None, "size_only_mae": None, "predictor_test_mae": predictor.info.get("test_mae")}
+           "shuffled_mae": None, "size_only_mae": None, "predictor_test_mae": predictor.info.get("test_mae"),
+           "mae_interval": None, "vs_size_only": None}
     if n:
+        err = np.abs(pred - targets)
+        size_err = np.abs(targets - size_means(predictor.config.property, mols.num_atoms))
         perm = np.random.default_rng(seed).permutation(n)
         out["shuffled_mae"] = float(np.abs(pred - targets[perm]).mean())
-        out["size_only_mae"] = float(np.abs(targets - size_means(predictor.config.property, mols.num_atoms)).mean())
+        out["size_only_mae"] = float(size_err.mean())
+        out["mae_interval"] = _interval(err)
+        out["vs_size_only"] = [float((err - size_err).mean()), *_interval(err - size_err)]
     return out
+
+
+def _interval(values: np.ndarray) -> list[float]:
+    """95 % interval of the mean (normal approximation; one value: the value itself)."""
+    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+    return [float(values.mean() - half), float(values.mean() + half)]
 
 
 def size_means(prop: str, sizes) -> np.ndarray:
