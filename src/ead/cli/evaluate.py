@@ -105,7 +105,7 @@ def _table(r: dict, sources: str) -> str:
                   f"{'  atom count only':<28}{_num(p['size_only_mae'])}   (QM9 mean for the size)"]
         if p.get("vs_size_only"):
             d, lo, hi = p["vs_size_only"]
-            lines.append(f"{'  MAE − atom count only':<28}{d:+.4f}   [95 % {lo:+.4f}, {hi:+.4f}]")
+            lines.append(f"{'  MAE − atom count only':<28}{d:+10.4f}   [95 % {lo:+.4f}, {hi:+.4f}]")
         if lower is not None:
             lines.append(f"{'  predictor on QM9 test':<28}{_num(lower)}   (the lower bound)")
     if "energy" in r:
