@@ -7,6 +7,7 @@
 # own sampler defaults instead (those of the shipped qm9 model, once set on the folder), and
 # "--guide qm9 --guidance W" adds classifier-free guidance by the unconditional model to them.
 #   bash benchmarks/conditional_demo.sh [MODEL_DIR PREDICTOR_DIR OUT_DIR N "T1 T2 T3" "SAMPLER_ARGS"]
+# A cell whose score is in OUT_DIR is not sampled again; ONLY=drawn or ONLY=targets runs one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL="${1:-training/qm9-small-c9-alpha/model}"
@@ -19,12 +20,20 @@ SAMPLER=(${6---steps 100 --update sde-dpm2m --stall-lag 1 --corrector-steps 0})
 FEW=("${SAMPLER[@]}" --precision fp32 --seed 0 --quiet)
 mkdir -p "$OUT"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-.venv/bin/ead sample --model "$MODEL" -n "$N" -o "$OUT/drawn.sdf" "${FEW[@]}"
-.venv/bin/ead evaluate "$OUT/drawn.sdf" --predictor "$PRED" --json > "$OUT/drawn.json"
-for t in $TARGETS; do
-  .venv/bin/ead sample --model "$MODEL" -n $((N / 4)) -o "$OUT/$PROP-$t.sdf" --condition "$PROP=$t" "${FEW[@]}"
-  .venv/bin/ead evaluate "$OUT/$PROP-$t.sdf" --predictor "$PRED" --reference none --json > "$OUT/$PROP-$t.json"
-done
+# one file of samples and its score; a score already there is kept (a stopped demo continues, and
+# the cells can run side by side: each is one call of this script with TARGETS / ONLY narrowed)
+cell() {   # NAME N [ead sample options…]
+  local name=$1 n=$2; shift 2
+  [ -s "$OUT/$name.json" ] && return 0
+  .venv/bin/ead sample --model "$MODEL" -n "$n" -o "$OUT/$name.sdf" "$@" "${FEW[@]}"
+  .venv/bin/ead evaluate "$OUT/$name.sdf" --predictor "$PRED" --json \
+    $([ "$name" = drawn ] || echo --reference none) > "$OUT/$name.json.tmp"
+  mv "$OUT/$name.json.tmp" "$OUT/$name.json"
+}
+[ "${ONLY:-all}" = targets ] || cell drawn "$N"
+if [ "${ONLY:-all}" != drawn ]; then
+  for t in $TARGETS; do cell "$PROP-$t" $((N / 4)) --condition "$PROP=$t"; done
+fi
 .venv/bin/python - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
